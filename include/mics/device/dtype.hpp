@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <ostream>
 #include <string>
 
 namespace mics::device {
@@ -32,6 +33,8 @@ inline const char* dtype_name(DType t) {
   }
   return "?";
 }
+
+inline std::ostream& operator<<(std::ostream& os, DType t) { return os << dtype_name(t); }
 
 // Parses "f32" / "fp32" / "float32", "f64" / "fp64" / "float64", "bf16" / "bfloat16".
 // Throws mics::UsageError naming the value otherwise (defined in lib/device).

@@ -1,0 +1,675 @@
+// CPU backend: OpenBLAS for GEMMs, OpenMP for the memory-bound kernels. Computes in f32
+// and f64 (bf16 is accepted only by cast/accumulate, so host-side tests of mixed
+// precision paths can run here). Every reduction runs over a fixed partition of the data
+// and sums the partials in order, so results do not depend on scheduling.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "mics/core/error.hpp"
+#include "mics/device/backend.hpp"
+
+namespace mics::device {
+namespace {
+
+// Blocks of this many elements are the unit of every deterministic reduction.
+constexpr std::int64_t kReduceBlock = 4096;
+
+[[noreturn]] void unsupported(const char* what, DType dt) {
+  throw Error(std::string("cpu backend: ") + what + " does not support dtype " +
+              dtype_name(dt) + " (the CPU computes in f32 or f64)");
+}
+
+// Calls f with a value of the C++ type matching dt (f32 -> float, f64 -> double).
+template <class F>
+void dispatch(const char* what, DType dt, F&& f) {
+  switch (dt) {
+    case DType::f32: f(float{}); return;
+    case DType::f64: f(double{}); return;
+    default: unsupported(what, dt);
+  }
+}
+
+// Loads/stores of any of the three storage types through double.
+inline double load(DType dt, const void* p, std::int64_t i) {
+  switch (dt) {
+    case DType::f32: return static_cast<double>(static_cast<const float*>(p)[i]);
+    case DType::f64: return static_cast<const double*>(p)[i];
+    case DType::bf16:
+      return static_cast<double>(bf16_to_float(static_cast<const bf16_t*>(p)[i]));
+  }
+  return 0.0;
+}
+inline void store(DType dt, void* p, std::int64_t i, double x) {
+  switch (dt) {
+    case DType::f32: static_cast<float*>(p)[i] = static_cast<float>(x); return;
+    case DType::f64: static_cast<double*>(p)[i] = x; return;
+    case DType::bf16:
+      static_cast<bf16_t*>(p)[i] = float_to_bf16(static_cast<float>(x));
+      return;
+  }
+}
+
+int to_blas_int(std::int64_t v, const char* what) {
+  if (v < 0 || v > std::numeric_limits<int>::max())
+    throw Error(std::string("cpu backend: gemm dimension ") + what + " = " + std::to_string(v) +
+                " does not fit a 32-bit BLAS integer");
+  return static_cast<int>(v);
+}
+
+class CpuStream final : public Stream {
+public:
+  void synchronize() override {}
+  void* native() noexcept override { return nullptr; }
+};
+
+class CpuEvent final : public Event {
+public:
+  void record(Stream&) override {}
+  void wait(Stream&) override {}
+  void synchronize() override {}
+  bool ready() override { return true; }
+  void* native() noexcept override { return nullptr; }
+};
+
+class CpuBackend final : public Backend {
+public:
+  explicit CpuBackend(int threads) {
+    threads_ = threads > 0 ? threads : omp_get_max_threads();
+    if (threads_ < 1) threads_ = 1;
+    openblas_set_num_threads(threads_);
+  }
+  ~CpuBackend() override {
+    for (auto& kv : sizes_) std::free(kv.first);
+  }
+
+  std::string name() const override { return "cpu"; }
+  bool is_host_memory() const override { return true; }
+  bool supports(DType dt) const override { return dt == DType::f32 || dt == DType::f64; }
+  int threads() const override { return threads_; }
+
+  // --- memory -------------------------------------------------------------------------
+  void* allocate(std::size_t bytes) override {
+    if (bytes == 0) return nullptr;
+    const std::size_t rounded = (bytes + 255) / 256 * 256;
+    void* p = std::aligned_alloc(256, rounded);
+    if (p == nullptr)
+      throw Error("cpu backend: out of memory allocating " + std::to_string(bytes) + " bytes");
+    std::lock_guard<std::mutex> lock(mu_);
+    sizes_[p] = bytes;
+    in_use_ += bytes;
+    peak_ = std::max(peak_, in_use_);
+    return p;
+  }
+  void deallocate(void* p) noexcept override {
+    if (p == nullptr) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = sizes_.find(p);
+      if (it == sizes_.end()) return;  // not ours: never free foreign memory
+      in_use_ -= it->second;
+      sizes_.erase(it);
+    }
+    std::free(p);
+  }
+  void* allocate_host(std::size_t bytes) override {
+    if (bytes == 0) return nullptr;
+    void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    if (p == nullptr)
+      throw Error("cpu backend: out of memory allocating " + std::to_string(bytes) +
+                  " host bytes");
+    return p;
+  }
+  void deallocate_host(void* p) noexcept override { std::free(p); }
+  std::size_t bytes_in_use() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return in_use_;
+  }
+  std::size_t peak_bytes_in_use() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return peak_;
+  }
+  void reset_peak() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    peak_ = in_use_;
+  }
+
+  void copy_to_device(void* dst, const void* src, std::size_t bytes, Stream*) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void copy_to_host(void* dst, const void* src, std::size_t bytes, Stream*) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void copy(void* dst, const void* src, std::size_t bytes, Stream*) override {
+    if (bytes && dst != src) std::memmove(dst, src, bytes);
+  }
+
+  // --- streams --------------------------------------------------------------------------
+  Stream& compute_stream() override { return stream_; }
+  std::unique_ptr<Stream> create_stream() override { return std::make_unique<CpuStream>(); }
+  std::unique_ptr<Event> create_event() override { return std::make_unique<CpuEvent>(); }
+  void synchronize() override {}
+
+  // --- elementwise ------------------------------------------------------------------------
+  void fill(DType dt, void* x, std::int64_t n, double value) override {
+    dispatch("fill", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* p = static_cast<T*>(x);
+      const T v = static_cast<T>(value);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 65536)
+      for (std::int64_t i = 0; i < n; ++i) p[i] = v;
+    });
+  }
+  void scale(DType dt, void* x, std::int64_t n, double alpha) override {
+    dispatch("scale", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* p = static_cast<T*>(x);
+      const T a = static_cast<T>(alpha);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 65536)
+      for (std::int64_t i = 0; i < n; ++i) p[i] *= a;
+    });
+  }
+  void axpy(DType dt, void* y, const void* x, std::int64_t n, double alpha) override {
+    dispatch("axpy", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* py = static_cast<T*>(y);
+      const T* px = static_cast<const T*>(x);
+      const T a = static_cast<T>(alpha);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 65536)
+      for (std::int64_t i = 0; i < n; ++i) py[i] += a * px[i];
+    });
+  }
+  void add(DType dt, void* out, const void* a, const void* b, std::int64_t n) override {
+    dispatch("add", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* o = static_cast<T*>(out);
+      const T* pa = static_cast<const T*>(a);
+      const T* pb = static_cast<const T*>(b);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 65536)
+      for (std::int64_t i = 0; i < n; ++i) o[i] = pa[i] + pb[i];
+    });
+  }
+  void cast(DType dst_dt, void* dst, DType src_dt, const void* src, std::int64_t n) override {
+    if (dst_dt == src_dt) {
+      copy(dst, src, static_cast<std::size_t>(n) * dtype_size(dst_dt), nullptr);
+      return;
+    }
+#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 65536)
+    for (std::int64_t i = 0; i < n; ++i) store(dst_dt, dst, i, load(src_dt, src, i));
+  }
+  void accumulate(DType dst_dt, void* dst, DType src_dt, const void* src, std::int64_t n,
+                  double alpha) override {
+    if (dst_dt == DType::bf16) unsupported("accumulate (destination)", dst_dt);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 65536)
+    for (std::int64_t i = 0; i < n; ++i)
+      store(dst_dt, dst, i, load(dst_dt, dst, i) + alpha * load(src_dt, src, i));
+  }
+
+  // Sums f(x_i) in double over fixed blocks, then the block sums in order.
+  template <class F>
+  double blocked_sum(DType dt, const void* x, std::int64_t n, F&& f) {
+    const std::int64_t nb = (n + kReduceBlock - 1) / kReduceBlock;
+    std::vector<double> part(static_cast<std::size_t>(nb), 0.0);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (nb > 4)
+    for (std::int64_t b = 0; b < nb; ++b) {
+      const std::int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
+      double s = 0.0;
+      for (std::int64_t i = lo; i < hi; ++i) s += f(load(dt, x, i));
+      part[static_cast<std::size_t>(b)] = s;
+    }
+    double s = 0.0;
+    for (double v : part) s += v;
+    return s;
+  }
+  double sum_squares(DType dt, const void* x, std::int64_t n) override {
+    return blocked_sum(dt, x, n, [](double v) { return v * v; });
+  }
+  double sum(DType dt, const void* x, std::int64_t n) override {
+    return blocked_sum(dt, x, n, [](double v) { return v; });
+  }
+
+  // --- GEMM -------------------------------------------------------------------------------
+  void gemm(DType dt, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K,
+            double alpha, const void* A, std::int64_t lda, const void* B, std::int64_t ldb,
+            double beta, void* C, std::int64_t ldc) override {
+    if (M == 0 || N == 0) return;
+    const int m = to_blas_int(M, "M"), n = to_blas_int(N, "N"), k = to_blas_int(K, "K");
+    const int la = to_blas_int(lda, "lda"), lb = to_blas_int(ldb, "ldb"),
+              lc = to_blas_int(ldc, "ldc");
+    const auto opa = ta ? CblasTrans : CblasNoTrans;
+    const auto opb = tb ? CblasTrans : CblasNoTrans;
+    if (K == 0) {
+      // BLAS would scale C by beta; beta == 0 must not read C.
+      if (beta == 0.0) {
+        for (std::int64_t i = 0; i < M; ++i)
+          for (std::int64_t j = 0; j < N; ++j) store(dt, C, i * ldc + j, 0.0);
+      } else {
+        for (std::int64_t i = 0; i < M; ++i)
+          for (std::int64_t j = 0; j < N; ++j)
+            store(dt, C, i * ldc + j, beta * load(dt, C, i * ldc + j));
+      }
+      return;
+    }
+    switch (dt) {
+      case DType::f32:
+        cblas_sgemm(CblasRowMajor, opa, opb, m, n, k, static_cast<float>(alpha),
+                    static_cast<const float*>(A), la, static_cast<const float*>(B), lb,
+                    static_cast<float>(beta), static_cast<float*>(C), lc);
+        return;
+      case DType::f64:
+        cblas_dgemm(CblasRowMajor, opa, opb, m, n, k, alpha, static_cast<const double*>(A),
+                    la, static_cast<const double*>(B), lb, beta, static_cast<double*>(C), lc);
+        return;
+      default: unsupported("gemm", dt);
+    }
+  }
+  void gemm_strided_batched(DType dt, bool ta, bool tb, std::int64_t M, std::int64_t N,
+                            std::int64_t K, double alpha, const void* A, std::int64_t lda,
+                            std::int64_t sa, const void* B, std::int64_t ldb, std::int64_t sb,
+                            double beta, void* C, std::int64_t ldc, std::int64_t sc,
+                            std::int64_t batch) override {
+    for (std::int64_t i = 0; i < batch; ++i)
+      gemm(dt, ta, tb, M, N, K, alpha, offset(A, dt, i * sa), lda, offset(B, dt, i * sb), ldb,
+           beta, offset(C, dt, i * sc), ldc);
+  }
+  void add_bias(DType dt, void* out, const void* bias, std::int64_t N, std::int64_t C) override {
+    dispatch("add_bias", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* o = static_cast<T*>(out);
+      const T* b = static_cast<const T*>(bias);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (N * C > 65536)
+      for (std::int64_t r = 0; r < N; ++r) {
+        T* row = o + r * C;
+        for (std::int64_t c = 0; c < C; ++c) row[c] += b[c];
+      }
+    });
+  }
+  // Column sums, parallel over column ranges so each output has one fixed summation order.
+  template <class T, class F>
+  void column_reduce(std::int64_t N, std::int64_t C, F&& body) {
+    const std::int64_t chunk = std::max<std::int64_t>(16, (C + threads_ - 1) / threads_);
+    const std::int64_t nchunks = (C + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(threads_) schedule(static) if (N * C > 65536)
+    for (std::int64_t q = 0; q < nchunks; ++q) body(q * chunk, std::min(C, (q + 1) * chunk));
+    (void)N;
+  }
+  void bias_backward(DType dt, void* dbias, const void* dout, std::int64_t N,
+                     std::int64_t C) override {
+    dispatch("bias_backward", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* db = static_cast<T*>(dbias);
+      const T* d = static_cast<const T*>(dout);
+      column_reduce<T>(N, C, [&](std::int64_t c0, std::int64_t c1) {
+        std::vector<double> acc(static_cast<std::size_t>(c1 - c0), 0.0);
+        for (std::int64_t r = 0; r < N; ++r) {
+          const T* row = d + r * C;
+          for (std::int64_t c = c0; c < c1; ++c)
+            acc[static_cast<std::size_t>(c - c0)] += static_cast<double>(row[c]);
+        }
+        for (std::int64_t c = c0; c < c1; ++c)
+          db[c] += static_cast<T>(acc[static_cast<std::size_t>(c - c0)]);
+      });
+    });
+  }
+
+  // --- embedding ----------------------------------------------------------------------------
+  void embedding_forward(DType dt, void* out, const std::int32_t* tokens, const void* wte,
+                         const void* wpe, std::int64_t B, std::int64_t T,
+                         std::int64_t C) override {
+    dispatch("embedding_forward", dt, [&](auto tag) {
+      using T_ = decltype(tag);
+      T_* o = static_cast<T_*>(out);
+      const T_* te = static_cast<const T_*>(wte);
+      const T_* pe = static_cast<const T_*>(wpe);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (B * T * C > 65536)
+      for (std::int64_t i = 0; i < B * T; ++i) {
+        const T_* a = te + static_cast<std::int64_t>(tokens[i]) * C;
+        const T_* p = pe + (i % T) * C;
+        T_* row = o + i * C;
+        for (std::int64_t c = 0; c < C; ++c) row[c] = a[c] + p[c];
+      }
+    });
+  }
+  void embedding_backward(DType dt, void* dwte, void* dwpe, const void* dout,
+                          const std::int32_t* tokens, std::int64_t B, std::int64_t T,
+                          std::int64_t C) override {
+    dispatch("embedding_backward", dt, [&](auto tag) {
+      using T_ = decltype(tag);
+      const T_* d = static_cast<const T_*>(dout);
+      // Column ranges per thread: every element of dwte/dwpe is summed in row order.
+      column_reduce<T_>(B * T, C, [&](std::int64_t c0, std::int64_t c1) {
+        if (dwte != nullptr) {
+          T_* g = static_cast<T_*>(dwte);
+          for (std::int64_t i = 0; i < B * T; ++i) {
+            T_* grow = g + static_cast<std::int64_t>(tokens[i]) * C;
+            const T_* drow = d + i * C;
+            for (std::int64_t c = c0; c < c1; ++c) grow[c] += drow[c];
+          }
+        }
+        if (dwpe != nullptr) {
+          T_* g = static_cast<T_*>(dwpe);
+          for (std::int64_t i = 0; i < B * T; ++i) {
+            T_* grow = g + (i % T) * C;
+            const T_* drow = d + i * C;
+            for (std::int64_t c = c0; c < c1; ++c) grow[c] += drow[c];
+          }
+        }
+      });
+    });
+  }
+
+  // --- LayerNorm -----------------------------------------------------------------------------
+  void layernorm_forward(DType dt, void* out, void* mean, void* rstd, const void* inp,
+                         const void* weight, const void* bias, std::int64_t N, std::int64_t C,
+                         double eps) override {
+    dispatch("layernorm_forward", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* o = static_cast<T*>(out);
+      T* mu = static_cast<T*>(mean);
+      T* rs = static_cast<T*>(rstd);
+      const T* x = static_cast<const T*>(inp);
+      const T* w = static_cast<const T*>(weight);
+      const T* b = static_cast<const T*>(bias);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (N * C > 16384)
+      for (std::int64_t r = 0; r < N; ++r) {
+        const T* xr = x + r * C;
+        double m = 0.0;
+        for (std::int64_t c = 0; c < C; ++c) m += static_cast<double>(xr[c]);
+        m /= static_cast<double>(C);
+        double v = 0.0;
+        for (std::int64_t c = 0; c < C; ++c) {
+          const double dx = static_cast<double>(xr[c]) - m;
+          v += dx * dx;
+        }
+        v /= static_cast<double>(C);
+        const double s = 1.0 / std::sqrt(v + eps);
+        const T mt = static_cast<T>(m), st = static_cast<T>(s);
+        T* orow = o + r * C;
+        for (std::int64_t c = 0; c < C; ++c) orow[c] = (xr[c] - mt) * st * w[c] + b[c];
+        mu[r] = mt;
+        rs[r] = st;
+      }
+    });
+  }
+  void layernorm_backward(DType dt, void* dinp, void* dweight, void* dbias, const void* dout,
+                          const void* inp, const void* weight, const void* mean,
+                          const void* rstd, std::int64_t N, std::int64_t C) override {
+    dispatch("layernorm_backward", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* dx = static_cast<T*>(dinp);
+      T* dw = static_cast<T*>(dweight);
+      T* db = static_cast<T*>(dbias);
+      const T* dy = static_cast<const T*>(dout);
+      const T* x = static_cast<const T*>(inp);
+      const T* w = static_cast<const T*>(weight);
+      const T* mu = static_cast<const T*>(mean);
+      const T* rs = static_cast<const T*>(rstd);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (N * C > 16384)
+      for (std::int64_t r = 0; r < N; ++r) {
+        const T* xr = x + r * C;
+        const T* dyr = dy + r * C;
+        const T m = mu[r], s = rs[r];
+        double dn_mean = 0.0, dn_norm_mean = 0.0;
+        for (std::int64_t c = 0; c < C; ++c) {
+          const T norm = (xr[c] - m) * s;
+          const T dn = dyr[c] * w[c];
+          dn_mean += static_cast<double>(dn);
+          dn_norm_mean += static_cast<double>(dn * norm);
+        }
+        const T a = static_cast<T>(dn_mean / static_cast<double>(C));
+        const T bb = static_cast<T>(dn_norm_mean / static_cast<double>(C));
+        T* dxr = dx + r * C;
+        for (std::int64_t c = 0; c < C; ++c) {
+          const T norm = (xr[c] - m) * s;
+          const T dn = dyr[c] * w[c];
+          dxr[c] += (dn - a - norm * bb) * s;
+        }
+      }
+      column_reduce<T>(N, C, [&](std::int64_t c0, std::int64_t c1) {
+        const std::size_t w_ = static_cast<std::size_t>(c1 - c0);
+        std::vector<double> aw(w_, 0.0), ab(w_, 0.0);
+        for (std::int64_t r = 0; r < N; ++r) {
+          const T* xr = x + r * C;
+          const T* dyr = dy + r * C;
+          const T m = mu[r], s = rs[r];
+          for (std::int64_t c = c0; c < c1; ++c) {
+            const T norm = (xr[c] - m) * s;
+            aw[static_cast<std::size_t>(c - c0)] += static_cast<double>(dyr[c] * norm);
+            ab[static_cast<std::size_t>(c - c0)] += static_cast<double>(dyr[c]);
+          }
+        }
+        for (std::int64_t c = c0; c < c1; ++c) {
+          dw[c] += static_cast<T>(aw[static_cast<std::size_t>(c - c0)]);
+          db[c] += static_cast<T>(ab[static_cast<std::size_t>(c - c0)]);
+        }
+      });
+    });
+  }
+
+  // --- GELU ---------------------------------------------------------------------------------
+  void gelu_forward(DType dt, void* out, const void* inp, std::int64_t n) override {
+    dispatch("gelu_forward", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* o = static_cast<T*>(out);
+      const T* x = static_cast<const T*>(inp);
+      const T k = static_cast<T>(std::sqrt(2.0 / M_PI));
+      const T c3 = static_cast<T>(0.044715), half = static_cast<T>(0.5), one = 1;
+#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 16384)
+      for (std::int64_t i = 0; i < n; ++i) {
+        const T v = x[i];
+        o[i] = half * v * (one + std::tanh(k * (v + c3 * v * v * v)));
+      }
+    });
+  }
+  void gelu_backward(DType dt, void* dinp, const void* inp, const void* dout,
+                     std::int64_t n) override {
+    dispatch("gelu_backward", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* dx = static_cast<T*>(dinp);
+      const T* x = static_cast<const T*>(inp);
+      const T* dy = static_cast<const T*>(dout);
+      const T k = static_cast<T>(std::sqrt(2.0 / M_PI));
+      const T c3 = static_cast<T>(0.044715), half = static_cast<T>(0.5), one = 1, three = 3;
+#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 16384)
+      for (std::int64_t i = 0; i < n; ++i) {
+        const T v = x[i];
+        const T u = k * (v + c3 * v * v * v);
+        const T th = std::tanh(u);
+        const T sech2 = one - th * th;
+        const T grad = half * (one + th) + half * v * sech2 * k * (one + three * c3 * v * v);
+        dx[i] = grad * dy[i];
+      }
+    });
+  }
+
+  // --- attention ------------------------------------------------------------------------------
+  std::size_t attention_saved_bytes(DType dt, const AttentionShape& s) const override {
+    return dtype_size(dt) * static_cast<std::size_t>(s.B * s.NH * s.T * s.T);
+  }
+  // Per (b, h): scores = Q K^T (BLAS), masked row softmax into `saved`, out = P V (BLAS).
+  void attention_forward(DType dt, const AttentionShape& s, void* out, void* saved,
+                         const void* qkv) override {
+    dispatch("attention_forward", dt, [&](auto tag) {
+      using T = decltype(tag);
+      const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C;
+      const double scale = 1.0 / std::sqrt(static_cast<double>(s.HS));
+      for (std::int64_t b = 0; b < s.B; ++b)
+        for (std::int64_t h = 0; h < s.NH; ++h) {
+          const T* q = static_cast<const T*>(qkv) + b * T_ * C3 + h * s.HS;
+          const T* k = q + C;
+          const T* v = q + 2 * C;
+          T* P = static_cast<T*>(saved) + (b * s.NH + h) * T_ * T_;
+          T* o = static_cast<T*>(out) + b * T_ * C + h * s.HS;
+          gemm(dt, false, true, T_, T_, s.HS, scale, q, C3, k, C3, 0.0, P, T_);
+          softmax_rows<T>(P, T_, s.causal);
+          gemm(dt, false, false, T_, s.HS, T_, 1.0, P, T_, v, C3, 0.0, o, C);
+        }
+    });
+  }
+  template <class T>
+  void softmax_rows(T* P, std::int64_t T_, bool causal) {
+#pragma omp parallel for num_threads(threads_) schedule(static) if (T_ * T_ > 16384)
+    for (std::int64_t i = 0; i < T_; ++i) {
+      T* row = P + i * T_;
+      const std::int64_t n = causal ? i + 1 : T_;
+      T mx = row[0];
+      for (std::int64_t j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+      T z = 0;
+      for (std::int64_t j = 0; j < n; ++j) {
+        row[j] = std::exp(row[j] - mx);
+        z += row[j];
+      }
+      const T inv = T(1) / z;
+      for (std::int64_t j = 0; j < n; ++j) row[j] *= inv;
+      for (std::int64_t j = n; j < T_; ++j) row[j] = 0;
+    }
+  }
+  void attention_backward(DType dt, const AttentionShape& s, void* dqkv, const void* dout,
+                          const void* qkv, const void*, const void* saved) override {
+    dispatch("attention_backward", dt, [&](auto tag) {
+      using T = decltype(tag);
+      const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C;
+      const double scale = 1.0 / std::sqrt(static_cast<double>(s.HS));
+      std::vector<T>& dP = scratch<T>(static_cast<std::size_t>(T_ * T_));
+      for (std::int64_t b = 0; b < s.B; ++b)
+        for (std::int64_t h = 0; h < s.NH; ++h) {
+          const T* q = static_cast<const T*>(qkv) + b * T_ * C3 + h * s.HS;
+          const T* k = q + C;
+          const T* v = q + 2 * C;
+          T* dq = static_cast<T*>(dqkv) + b * T_ * C3 + h * s.HS;
+          T* dk = dq + C;
+          T* dv = dq + 2 * C;
+          const T* P = static_cast<const T*>(saved) + (b * s.NH + h) * T_ * T_;
+          const T* dO = static_cast<const T*>(dout) + b * T_ * C + h * s.HS;
+          // dV = P^T dO ; dP = dO V^T
+          gemm(dt, true, false, T_, s.HS, T_, 1.0, P, T_, dO, C, 0.0, dv, C3);
+          gemm(dt, false, true, T_, T_, s.HS, 1.0, dO, C, v, C3, 0.0, dP.data(), T_);
+          // dS = P * (dP - rowsum(P*dP)), times the score scale (masked entries have P = 0).
+#pragma omp parallel for num_threads(threads_) schedule(static) if (T_ * T_ > 16384)
+          for (std::int64_t i = 0; i < T_; ++i) {
+            const T* pr = P + i * T_;
+            T* dr = dP.data() + i * T_;
+            T dot = 0;
+            for (std::int64_t j = 0; j < T_; ++j) dot += pr[j] * dr[j];
+            const T sc = static_cast<T>(scale);
+            for (std::int64_t j = 0; j < T_; ++j) dr[j] = pr[j] * (dr[j] - dot) * sc;
+          }
+          // dQ = dS K ; dK = dS^T Q
+          gemm(dt, false, false, T_, s.HS, T_, 1.0, dP.data(), T_, k, C3, 0.0, dq, C3);
+          gemm(dt, true, false, T_, s.HS, T_, 1.0, dP.data(), T_, q, C3, 0.0, dk, C3);
+        }
+    });
+  }
+
+  // --- cross-entropy ------------------------------------------------------------------------
+  void cross_entropy_forward(DType dt, void* losses, const void* logits,
+                             const std::int32_t* targets, std::int64_t N, std::int64_t V,
+                             std::int64_t ld) override {
+    dispatch("cross_entropy_forward", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* out = static_cast<T*>(losses);
+      const T* x = static_cast<const T*>(logits);
+#pragma omp parallel for num_threads(threads_) schedule(static)
+      for (std::int64_t r = 0; r < N; ++r) {
+        if (targets[r] < 0) {
+          out[r] = 0;
+          continue;
+        }
+        const T* row = x + r * ld;
+        T mx = row[0];
+        for (std::int64_t j = 1; j < V; ++j) mx = std::max(mx, row[j]);
+        double z = 0.0;
+        for (std::int64_t j = 0; j < V; ++j) z += static_cast<double>(std::exp(row[j] - mx));
+        out[r] = static_cast<T>(std::log(z) + static_cast<double>(mx) -
+                                static_cast<double>(row[targets[r]]));
+      }
+    });
+  }
+  void cross_entropy_backward(DType dt, void* dlogits, const void* logits,
+                              const std::int32_t* targets, std::int64_t N, std::int64_t V,
+                              std::int64_t ld, double grad_scale) override {
+    dispatch("cross_entropy_backward", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* d = static_cast<T*>(dlogits);
+      const T* x = static_cast<const T*>(logits);
+#pragma omp parallel for num_threads(threads_) schedule(static)
+      for (std::int64_t r = 0; r < N; ++r) {
+        T* drow = d + r * ld;
+        if (targets[r] < 0) {
+          for (std::int64_t j = 0; j < V; ++j) drow[j] = 0;
+          continue;
+        }
+        const T* row = x + r * ld;
+        T mx = row[0];
+        for (std::int64_t j = 1; j < V; ++j) mx = std::max(mx, row[j]);
+        double z = 0.0;
+        for (std::int64_t j = 0; j < V; ++j) z += static_cast<double>(std::exp(row[j] - mx));
+        const T inv = static_cast<T>(grad_scale / z), sc = static_cast<T>(grad_scale);
+        const std::int64_t t = targets[r];
+        for (std::int64_t j = 0; j < V; ++j) drow[j] = std::exp(row[j] - mx) * inv;
+        drow[t] -= sc;
+      }
+    });
+  }
+
+  // --- AdamW --------------------------------------------------------------------------------
+  void adamw(DType dt, void* param, void* m, void* v, DType grad_dt, const void* grad,
+             std::int64_t n, const AdamWParams& hp) override {
+    dispatch("adamw", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* p = static_cast<T*>(param);
+      T* pm = static_cast<T*>(m);
+      T* pv = static_cast<T*>(v);
+      const double bc1 = 1.0 - std::pow(hp.beta1, static_cast<double>(hp.step));
+      const double bc2 = 1.0 - std::pow(hp.beta2, static_cast<double>(hp.step));
+      const T b1 = static_cast<T>(hp.beta1), b2 = static_cast<T>(hp.beta2);
+      const T ob1 = static_cast<T>(1.0 - hp.beta1), ob2 = static_cast<T>(1.0 - hp.beta2);
+      const T lr = static_cast<T>(hp.lr), decay = static_cast<T>(hp.lr * hp.weight_decay);
+      const T ibc1 = static_cast<T>(1.0 / bc1), ibc2 = static_cast<T>(1.0 / bc2);
+      const T eps = static_cast<T>(hp.eps), gs = static_cast<T>(hp.grad_scale);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 16384)
+      for (std::int64_t i = 0; i < n; ++i) {
+        const T g = static_cast<T>(load(grad_dt, grad, i)) * gs;
+        pm[i] = b1 * pm[i] + ob1 * g;
+        pv[i] = b2 * pv[i] + ob2 * g * g;
+        const T mh = pm[i] * ibc1, vh = pv[i] * ibc2;
+        p[i] = p[i] - decay * p[i] - lr * mh / (std::sqrt(vh) + eps);
+      }
+    });
+  }
+
+private:
+  template <class T>
+  std::vector<T>& scratch(std::size_t n) {
+    std::vector<T>& s = scratch_impl(static_cast<T*>(nullptr));
+    if (s.size() < n) s.resize(n);
+    return s;
+  }
+  std::vector<float>& scratch_impl(float*) { return scratch_f_; }
+  std::vector<double>& scratch_impl(double*) { return scratch_d_; }
+
+  int threads_ = 1;
+  CpuStream stream_;
+  mutable std::mutex mu_;
+  std::unordered_map<void*, std::size_t> sizes_;
+  std::size_t in_use_ = 0, peak_ = 0;
+  std::vector<float> scratch_f_;
+  std::vector<double> scratch_d_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int threads) {
+  return std::make_unique<CpuBackend>(threads);
+}
+
+}  // namespace mics::device

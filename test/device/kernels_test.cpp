@@ -1,0 +1,463 @@
+// Every kernel of the device interface against a float64 reference written here, on every
+// available backend and compute type.
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+
+#include "backend_test_util.hpp"
+#include "mics/core/error.hpp"
+
+using namespace mics::test;
+using mics::device::AttentionShape;
+using mics::device::DType;
+
+namespace {
+
+struct Case {
+  Backend& be;
+  DType dt;
+  std::vector<double> rnd(std::size_t n, std::uint64_t seed, double lo = -1, double hi = 1) {
+    return representable(dt, random_vector(n, seed, lo, hi));
+  }
+  DevTensor dev(const std::vector<double>& v) { return DevTensor(be, dt, v); }
+  DevTensor dev(std::size_t n) { return DevTensor(be, dt, std::vector<double>(n, 0.0)); }
+  double tol() const { return tolerance(dt); }
+};
+
+void for_each_case(const std::function<void(Case&)>& body) {
+  for_each_backend([&](Backend& be) {
+    for (DType dt : compute_dtypes(be)) {
+      BOOST_TEST_CONTEXT("dtype " << mics::device::dtype_name(dt)) {
+        Case c{be, dt};
+        body(c);
+      }
+    }
+  });
+}
+
+double gelu_ref(double x) {
+  return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(device_kernels)
+
+BOOST_AUTO_TEST_CASE(memory_accounting_and_buffers) {
+  for_each_backend([](Backend& be) {
+    const std::size_t before = be.bytes_in_use();
+    {
+      mics::device::Buffer a(be, 1000), b(be, DType::f64, 10);
+      BOOST_TEST(be.bytes_in_use() == before + 1080);
+      BOOST_TEST(be.peak_bytes_in_use() >= before + 1080);
+      BOOST_TEST(reinterpret_cast<std::uintptr_t>(a.get()) % 256 == 0u);
+      mics::device::Buffer c = std::move(a);
+      BOOST_TEST(a.get() == nullptr);
+      BOOST_TEST(c.bytes() == 1000u);
+    }
+    BOOST_TEST(be.bytes_in_use() == before);
+    BOOST_TEST(be.allocate(0) == nullptr);
+    auto s = be.create_stream();
+    auto e = be.create_event();
+    e->record(*s);
+    e->wait(be.compute_stream());
+    e->synchronize();
+    BOOST_TEST(e->ready());
+  });
+}
+
+BOOST_AUTO_TEST_CASE(elementwise) {
+  for_each_case([](Case& c) {
+    const std::size_t n = 70001;  // not a multiple of any block, above the threading cut
+    auto x = c.rnd(n, 1), y = c.rnd(n, 2);
+    DevTensor dx = c.dev(x), dy = c.dev(y), dout = c.dev(n);
+
+    c.be.add(c.dt, dout.get(), dx.get(), dy.get(), static_cast<std::int64_t>(n));
+    std::vector<double> want(n);
+    for (std::size_t i = 0; i < n; ++i) want[i] = x[i] + y[i];
+    MICS_CHECK_CLOSE(dout.download(), want, c.tol());
+
+    c.be.axpy(c.dt, dy.get(), dx.get(), static_cast<std::int64_t>(n), -0.5);
+    for (std::size_t i = 0; i < n; ++i) want[i] = y[i] - 0.5 * x[i];
+    MICS_CHECK_CLOSE(dy.download(), want, c.tol());
+
+    c.be.scale(c.dt, dx.get(), static_cast<std::int64_t>(n), 0.25);
+    for (std::size_t i = 0; i < n; ++i) want[i] = 0.25 * x[i];
+    MICS_CHECK_CLOSE(dx.download(), want, c.tol());
+
+    c.be.fill(c.dt, dx.get(), static_cast<std::int64_t>(n), 1.5);
+    MICS_CHECK_CLOSE(dx.download(), std::vector<double>(n, 1.5), 0.0);
+
+    // Reductions: sum of squares (gradient norm) and plain sum.
+    double ss = 0, s = 0;
+    for (double v : x) { ss += v * v; s += v; }
+    DevTensor dx2 = c.dev(x);
+    const double got_ss = c.be.sum_squares(c.dt, dx2.get(), static_cast<std::int64_t>(n));
+    const double got_s = c.be.sum(c.dt, dx2.get(), static_cast<std::int64_t>(n));
+    BOOST_TEST(std::abs(got_ss - ss) <= 1e-10 * ss);
+    BOOST_TEST(std::abs(got_s - s) <= 1e-10 * ss);
+    // Deterministic: same bits twice.
+    BOOST_TEST(c.be.sum_squares(c.dt, dx2.get(), static_cast<std::int64_t>(n)) == got_ss);
+  });
+}
+
+BOOST_AUTO_TEST_CASE(casts_and_accumulate) {
+  for_each_backend([](Backend& be) {
+    const std::size_t n = 1000;
+    const std::vector<double> x = random_vector(n, 5, -3, 3);
+    for (DType src : {DType::f64, DType::f32, DType::bf16})
+      for (DType dst : {DType::f64, DType::f32, DType::bf16}) {
+        BOOST_TEST_CONTEXT(dtype_name(src) << " -> " << dtype_name(dst)) {
+          const auto xs = representable(src, x);
+          DevTensor a(be, src, xs), b(be, dst, n);
+          be.cast(dst, b.get(), src, a.get(), static_cast<std::int64_t>(n));
+          // The reference rounds once, from the source value, to nearest even.
+          MICS_CHECK_CLOSE(b.download(), representable(dst, xs), 0.0);
+          if (dst != DType::bf16) {
+            const auto base = representable(dst, random_vector(n, 6));
+            DevTensor acc(be, dst, base);
+            be.accumulate(dst, acc.get(), src, a.get(), static_cast<std::int64_t>(n), 0.5);
+            std::vector<double> want(n);
+            for (std::size_t i = 0; i < n; ++i) want[i] = base[i] + 0.5 * xs[i];
+            MICS_CHECK_CLOSE(acc.download(), want, dst == DType::f64 ? 1e-15 : 1e-6);
+          }
+        }
+      }
+    // Round to nearest even into bf16, exactly at a tie: 1 + 2^-8 lies between 1 and
+    // 1 + 2^-7, and goes to the even one (1).
+    BOOST_TEST(mics::device::bf16_to_float(mics::device::float_to_bf16(1.0f + 1.0f / 256)) == 1.0f);
+  });
+}
+
+BOOST_AUTO_TEST_CASE(gemm_all_transposes) {
+  for_each_case([](Case& c) {
+    const std::int64_t M = 37, N = 29, K = 23, pad = 3;
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        BOOST_TEST_CONTEXT("ta " << ta << " tb " << tb) {
+          const std::int64_t ar = ta ? K : M, ac = ta ? M : K;
+          const std::int64_t br = tb ? N : K, bc = tb ? K : N;
+          const std::int64_t lda = ac + pad, ldb = bc + pad, ldc = N + pad;
+          auto A = c.rnd(static_cast<std::size_t>(ar * lda), 10);
+          auto B = c.rnd(static_cast<std::size_t>(br * ldb), 11);
+          auto C0 = c.rnd(static_cast<std::size_t>(M * ldc), 12);
+          DevTensor dA = c.dev(A), dB = c.dev(B), dC = c.dev(C0);
+          c.be.gemm(c.dt, ta, tb, M, N, K, 0.7, dA.get(), lda, dB.get(), ldb, 0.3, dC.get(), ldc);
+          std::vector<double> want = C0;
+          for (std::int64_t i = 0; i < M; ++i)
+            for (std::int64_t j = 0; j < N; ++j) {
+              double s = 0;
+              for (std::int64_t k = 0; k < K; ++k) {
+                const double a = ta ? A[static_cast<std::size_t>(k * lda + i)]
+                                    : A[static_cast<std::size_t>(i * lda + k)];
+                const double b = tb ? B[static_cast<std::size_t>(j * ldb + k)]
+                                    : B[static_cast<std::size_t>(k * ldb + j)];
+                s += a * b;
+              }
+              want[static_cast<std::size_t>(i * ldc + j)] =
+                  0.7 * s + 0.3 * C0[static_cast<std::size_t>(i * ldc + j)];
+            }
+          MICS_CHECK_CLOSE(dC.download(), want, c.tol());
+        }
+      }
+    // beta = 0 never reads C, even when it holds NaN.
+    std::vector<double> nan(16, std::nan(""));
+    DevTensor a = c.dev(c.rnd(16, 1)), b = c.dev(c.rnd(16, 2)), out = c.dev(nan);
+    c.be.gemm(c.dt, false, false, 4, 4, 4, 1.0, a.get(), 4, b.get(), 4, 0.0, out.get(), 4);
+    for (double v : out.download()) BOOST_TEST(std::isfinite(v));
+  });
+}
+
+BOOST_AUTO_TEST_CASE(gemm_strided_batched) {
+  for_each_case([](Case& c) {
+    const std::int64_t M = 5, N = 6, K = 7, batch = 3, sa = M * K + 2, sb = K * N + 1, sc = M * N;
+    auto A = c.rnd(static_cast<std::size_t>(sa * batch), 20);
+    auto B = c.rnd(static_cast<std::size_t>(sb * batch), 21);
+    DevTensor dA = c.dev(A), dB = c.dev(B), dC = c.dev(static_cast<std::size_t>(sc * batch));
+    c.be.gemm_strided_batched(c.dt, false, false, M, N, K, 1.0, dA.get(), K, sa, dB.get(), N, sb,
+                              0.0, dC.get(), N, sc, batch);
+    std::vector<double> want(static_cast<std::size_t>(sc * batch));
+    for (std::int64_t q = 0; q < batch; ++q)
+      for (std::int64_t i = 0; i < M; ++i)
+        for (std::int64_t j = 0; j < N; ++j) {
+          double s = 0;
+          for (std::int64_t k = 0; k < K; ++k)
+            s += A[static_cast<std::size_t>(q * sa + i * K + k)] *
+                 B[static_cast<std::size_t>(q * sb + k * N + j)];
+          want[static_cast<std::size_t>(q * sc + i * N + j)] = s;
+        }
+    MICS_CHECK_CLOSE(dC.download(), want, c.tol());
+  });
+}
+
+BOOST_AUTO_TEST_CASE(bias_forward_backward) {
+  for_each_case([](Case& c) {
+    const std::int64_t N = 300, C = 70;
+    auto out = c.rnd(static_cast<std::size_t>(N * C), 30), bias = c.rnd(static_cast<std::size_t>(C), 31);
+    DevTensor dout = c.dev(out), dbias = c.dev(bias);
+    c.be.add_bias(c.dt, dout.get(), dbias.get(), N, C);
+    std::vector<double> want = out, dbw = bias;
+    for (std::int64_t r = 0; r < N; ++r)
+      for (std::int64_t j = 0; j < C; ++j) {
+        want[static_cast<std::size_t>(r * C + j)] += bias[static_cast<std::size_t>(j)];
+        dbw[static_cast<std::size_t>(j)] += out[static_cast<std::size_t>(r * C + j)];
+      }
+    MICS_CHECK_CLOSE(dout.download(), want, c.tol());
+    DevTensor g = c.dev(out);
+    c.be.bias_backward(c.dt, dbias.get(), g.get(), N, C);  // adds into the bias values
+    MICS_CHECK_CLOSE(dbias.download(), dbw, c.tol() * 10);
+  });
+}
+
+BOOST_AUTO_TEST_CASE(embedding) {
+  for_each_case([](Case& c) {
+    const std::int64_t B = 3, T = 5, C = 8, V = 7, Tmax = 6;
+    std::vector<std::int32_t> tok(static_cast<std::size_t>(B * T));
+    for (std::size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<std::int32_t>((i * 5 + 1) % V);
+    tok[3] = tok[4];  // repeated token in one sequence: its gradient accumulates
+    mics::device::Buffer dtok(c.be, tok.size() * 4);
+    c.be.copy_to_device(dtok.get(), tok.data(), tok.size() * 4);
+    auto wte = c.rnd(static_cast<std::size_t>(V * C), 40), wpe = c.rnd(static_cast<std::size_t>(Tmax * C), 41);
+    DevTensor dwte = c.dev(wte), dwpe = c.dev(wpe), out = c.dev(static_cast<std::size_t>(B * T * C));
+    c.be.embedding_forward(c.dt, out.get(), dtok.as<std::int32_t>(), dwte.get(), dwpe.get(), B, T, C);
+    std::vector<double> want(static_cast<std::size_t>(B * T * C));
+    for (std::int64_t i = 0; i < B * T; ++i)
+      for (std::int64_t j = 0; j < C; ++j)
+        want[static_cast<std::size_t>(i * C + j)] =
+            wte[static_cast<std::size_t>(tok[static_cast<std::size_t>(i)] * C + j)] +
+            wpe[static_cast<std::size_t>((i % T) * C + j)];
+    MICS_CHECK_CLOSE(out.download(), want, c.tol());
+
+    auto dout = c.rnd(static_cast<std::size_t>(B * T * C), 42);
+    auto g0 = c.rnd(static_cast<std::size_t>(V * C), 43), p0 = c.rnd(static_cast<std::size_t>(Tmax * C), 44);
+    DevTensor ddout = c.dev(dout), gte = c.dev(g0), gpe = c.dev(p0);
+    c.be.embedding_backward(c.dt, gte.get(), gpe.get(), ddout.get(), dtok.as<std::int32_t>(), B, T, C);
+    std::vector<double> wte_want = g0, wpe_want = p0;
+    for (std::int64_t i = 0; i < B * T; ++i)
+      for (std::int64_t j = 0; j < C; ++j) {
+        wte_want[static_cast<std::size_t>(tok[static_cast<std::size_t>(i)] * C + j)] += dout[static_cast<std::size_t>(i * C + j)];
+        wpe_want[static_cast<std::size_t>((i % T) * C + j)] += dout[static_cast<std::size_t>(i * C + j)];
+      }
+    MICS_CHECK_CLOSE(gte.download(), wte_want, c.tol() * 4);
+    MICS_CHECK_CLOSE(gpe.download(), wpe_want, c.tol() * 4);
+  });
+}
+
+BOOST_AUTO_TEST_CASE(layernorm) {
+  for_each_case([](Case& c) {
+    const std::int64_t N = 40, C = 33;
+    const double eps = 1e-5;
+    auto x = c.rnd(static_cast<std::size_t>(N * C), 50, -2, 3), w = c.rnd(static_cast<std::size_t>(C), 51, 0.5, 1.5),
+         b = c.rnd(static_cast<std::size_t>(C), 52);
+    DevTensor dx = c.dev(x), dw = c.dev(w), db = c.dev(b), out = c.dev(static_cast<std::size_t>(N * C));
+    const DType st = mics::device::accum_dtype(c.dt);
+    DevTensor mean(c.be, st, static_cast<std::size_t>(N)), rstd(c.be, st, static_cast<std::size_t>(N));
+    c.be.layernorm_forward(c.dt, out.get(), mean.get(), rstd.get(), dx.get(), dw.get(), db.get(), N, C, eps);
+
+    std::vector<double> y(static_cast<std::size_t>(N * C)), mu(static_cast<std::size_t>(N)), rs(static_cast<std::size_t>(N));
+    for (std::int64_t r = 0; r < N; ++r) {
+      double m = 0, v = 0;
+      for (std::int64_t j = 0; j < C; ++j) m += x[static_cast<std::size_t>(r * C + j)];
+      m /= static_cast<double>(C);
+      for (std::int64_t j = 0; j < C; ++j) v += std::pow(x[static_cast<std::size_t>(r * C + j)] - m, 2);
+      v /= static_cast<double>(C);
+      mu[static_cast<std::size_t>(r)] = m;
+      rs[static_cast<std::size_t>(r)] = 1 / std::sqrt(v + eps);
+      for (std::int64_t j = 0; j < C; ++j)
+        y[static_cast<std::size_t>(r * C + j)] = (x[static_cast<std::size_t>(r * C + j)] - m) * rs[static_cast<std::size_t>(r)] * w[static_cast<std::size_t>(j)] + b[static_cast<std::size_t>(j)];
+    }
+    MICS_CHECK_CLOSE(out.download(), y, c.tol() * 4);
+    MICS_CHECK_CLOSE(mean.download(), mu, c.tol() * 4);
+    MICS_CHECK_CLOSE(rstd.download(), rs, c.tol() * 4);
+
+    // Backward against the analytic gradient in double; dinp, dweight, dbias add into.
+    auto dy = c.rnd(static_cast<std::size_t>(N * C), 53), dx0 = c.rnd(static_cast<std::size_t>(N * C), 54),
+         dw0 = c.rnd(static_cast<std::size_t>(C), 55), db0 = c.rnd(static_cast<std::size_t>(C), 56);
+    DevTensor ddy = c.dev(dy), ddx = c.dev(dx0), ddw = c.dev(dw0), ddb = c.dev(db0);
+    c.be.layernorm_backward(c.dt, ddx.get(), ddw.get(), ddb.get(), ddy.get(), dx.get(), dw.get(), mean.get(), rstd.get(), N, C);
+    std::vector<double> gx = dx0, gw = dw0, gb = db0;
+    for (std::int64_t r = 0; r < N; ++r) {
+      double a = 0, bb = 0;
+      for (std::int64_t j = 0; j < C; ++j) {
+        const std::size_t i = static_cast<std::size_t>(r * C + j);
+        const double nrm = (x[i] - mu[static_cast<std::size_t>(r)]) * rs[static_cast<std::size_t>(r)];
+        a += dy[i] * w[static_cast<std::size_t>(j)];
+        bb += dy[i] * w[static_cast<std::size_t>(j)] * nrm;
+        gw[static_cast<std::size_t>(j)] += dy[i] * nrm;
+        gb[static_cast<std::size_t>(j)] += dy[i];
+      }
+      a /= static_cast<double>(C);
+      bb /= static_cast<double>(C);
+      for (std::int64_t j = 0; j < C; ++j) {
+        const std::size_t i = static_cast<std::size_t>(r * C + j);
+        const double nrm = (x[i] - mu[static_cast<std::size_t>(r)]) * rs[static_cast<std::size_t>(r)];
+        gx[i] += (dy[i] * w[static_cast<std::size_t>(j)] - a - nrm * bb) * rs[static_cast<std::size_t>(r)];
+      }
+    }
+    MICS_CHECK_CLOSE(ddx.download(), gx, c.tol() * 10);
+    MICS_CHECK_CLOSE(ddw.download(), gw, c.tol() * 10);
+    MICS_CHECK_CLOSE(ddb.download(), gb, c.tol() * 10);
+  });
+}
+
+BOOST_AUTO_TEST_CASE(gelu) {
+  for_each_case([](Case& c) {
+    const std::size_t n = 20001;
+    auto x = c.rnd(n, 60, -5, 5), dy = c.rnd(n, 61);
+    DevTensor dx = c.dev(x), out = c.dev(n), ddy = c.dev(dy), din = c.dev(n);
+    c.be.gelu_forward(c.dt, out.get(), dx.get(), static_cast<std::int64_t>(n));
+    c.be.gelu_backward(c.dt, din.get(), dx.get(), ddy.get(), static_cast<std::int64_t>(n));
+    std::vector<double> y(n), g(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      y[i] = gelu_ref(x[i]);
+      // Central difference of the reference at a step where f64 is exact to ~1e-10.
+      const double h = 1e-5;
+      g[i] = dy[i] * (gelu_ref(x[i] + h) - gelu_ref(x[i] - h)) / (2 * h);
+    }
+    MICS_CHECK_CLOSE(out.download(), y, c.tol());
+    MICS_CHECK_CLOSE(din.download(), g, std::max(c.tol(), 1e-9));
+  });
+}
+
+BOOST_AUTO_TEST_CASE(attention) {
+  for_each_case([](Case& c) {
+    for (bool causal : {true, false}) {
+      BOOST_TEST_CONTEXT("causal " << causal) {
+        AttentionShape s{2, 7, 3, 4, causal};
+        const std::int64_t C = s.NH * s.HS, C3 = 3 * C, BT = s.B * s.T;
+        auto qkv = c.rnd(static_cast<std::size_t>(BT * C3), 70, -2, 2);
+        auto dout = c.rnd(static_cast<std::size_t>(BT * C), 71);
+        DevTensor dqkv_in = c.dev(qkv), out = c.dev(static_cast<std::size_t>(BT * C)), ddout = c.dev(dout),
+                  dqkv = c.dev(static_cast<std::size_t>(BT * C3));
+        mics::device::Buffer saved(c.be, c.be.attention_saved_bytes(c.dt, s));
+        c.be.attention_forward(c.dt, s, out.get(), saved.get(), dqkv_in.get());
+        c.be.attention_backward(c.dt, s, dqkv.get(), ddout.get(), dqkv_in.get(), out.get(), saved.get());
+
+        std::vector<double> y(static_cast<std::size_t>(BT * C), 0.0), g(static_cast<std::size_t>(BT * C3), 0.0);
+        const double sc = 1 / std::sqrt(static_cast<double>(s.HS));
+        auto at = [&](std::int64_t b, std::int64_t t, std::int64_t part, std::int64_t h, std::int64_t d) {
+          return static_cast<std::size_t>((b * s.T + t) * C3 + part * C + h * s.HS + d);
+        };
+        for (std::int64_t b = 0; b < s.B; ++b)
+          for (std::int64_t h = 0; h < s.NH; ++h)
+            for (std::int64_t i = 0; i < s.T; ++i) {
+              const std::int64_t n = causal ? i + 1 : s.T;
+              std::vector<double> p(static_cast<std::size_t>(n));
+              double mx = -1e300, z = 0;
+              for (std::int64_t j = 0; j < n; ++j) {
+                double dot = 0;
+                for (std::int64_t d = 0; d < s.HS; ++d) dot += qkv[at(b, i, 0, h, d)] * qkv[at(b, j, 1, h, d)];
+                p[static_cast<std::size_t>(j)] = dot * sc;
+                mx = std::max(mx, dot * sc);
+              }
+              for (double& v : p) { v = std::exp(v - mx); z += v; }
+              for (double& v : p) v /= z;
+              std::vector<double> dp(static_cast<std::size_t>(n));
+              const std::size_t orow = static_cast<std::size_t>((b * s.T + i) * C + h * s.HS);
+              double dsum = 0;
+              for (std::int64_t j = 0; j < n; ++j) {
+                double dd = 0;
+                for (std::int64_t d = 0; d < s.HS; ++d) {
+                  y[orow + static_cast<std::size_t>(d)] += p[static_cast<std::size_t>(j)] * qkv[at(b, j, 2, h, d)];
+                  dd += dout[orow + static_cast<std::size_t>(d)] * qkv[at(b, j, 2, h, d)];
+                  g[at(b, j, 2, h, d)] += p[static_cast<std::size_t>(j)] * dout[orow + static_cast<std::size_t>(d)];
+                }
+                dp[static_cast<std::size_t>(j)] = dd;
+                dsum += dd * p[static_cast<std::size_t>(j)];
+              }
+              for (std::int64_t j = 0; j < n; ++j) {
+                const double ds = p[static_cast<std::size_t>(j)] * (dp[static_cast<std::size_t>(j)] - dsum) * sc;
+                for (std::int64_t d = 0; d < s.HS; ++d) {
+                  g[at(b, i, 0, h, d)] += ds * qkv[at(b, j, 1, h, d)];
+                  g[at(b, j, 1, h, d)] += ds * qkv[at(b, i, 0, h, d)];
+                }
+              }
+            }
+        MICS_CHECK_CLOSE(out.download(), y, c.tol() * 4);
+        MICS_CHECK_CLOSE(dqkv.download(), g, c.tol() * 10);
+      }
+    }
+  });
+}
+
+BOOST_AUTO_TEST_CASE(cross_entropy) {
+  for_each_case([](Case& c) {
+    const std::int64_t N = 9, V = 37, ld = 40;
+    auto logits = c.rnd(static_cast<std::size_t>(N * ld), 80, -4, 4);
+    std::vector<std::int32_t> tgt{3, -1, 0, 36, 5, -1, 17, 17, 2};
+    mics::device::Buffer dt(c.be, tgt.size() * 4);
+    c.be.copy_to_device(dt.get(), tgt.data(), tgt.size() * 4);
+    const DType st = mics::device::accum_dtype(c.dt);
+    DevTensor dl = c.dev(logits), losses(c.be, st, static_cast<std::size_t>(N));
+    c.be.cross_entropy_forward(c.dt, losses.get(), dl.get(), dt.as<std::int32_t>(), N, V, ld);
+    std::vector<double> want(static_cast<std::size_t>(N), 0.0), grad = logits;  // padding columns untouched
+    const double scale = 1.0 / 7;
+    for (std::int64_t r = 0; r < N; ++r) {
+      const std::size_t row = static_cast<std::size_t>(r * ld);
+      if (tgt[static_cast<std::size_t>(r)] < 0) {
+        for (std::int64_t j = 0; j < V; ++j) grad[row + static_cast<std::size_t>(j)] = 0;
+        continue;
+      }
+      double mx = -1e300, z = 0;
+      for (std::int64_t j = 0; j < V; ++j) mx = std::max(mx, logits[row + static_cast<std::size_t>(j)]);
+      for (std::int64_t j = 0; j < V; ++j) z += std::exp(logits[row + static_cast<std::size_t>(j)] - mx);
+      want[static_cast<std::size_t>(r)] = std::log(z) + mx - logits[row + static_cast<std::size_t>(tgt[static_cast<std::size_t>(r)])];
+      for (std::int64_t j = 0; j < V; ++j)
+        grad[row + static_cast<std::size_t>(j)] = scale * (std::exp(logits[row + static_cast<std::size_t>(j)] - mx) / z - (j == tgt[static_cast<std::size_t>(r)] ? 1 : 0));
+    }
+    MICS_CHECK_CLOSE(losses.download(), want, c.tol() * 4);
+    // In place (dlogits aliases logits), as the model uses it.
+    c.be.cross_entropy_backward(c.dt, dl.get(), dl.get(), dt.as<std::int32_t>(), N, V, ld, scale);
+    MICS_CHECK_CLOSE(dl.download(), grad, c.tol() * 4);
+  });
+}
+
+BOOST_AUTO_TEST_CASE(adamw) {
+  for_each_backend([](Backend& be) {
+    for (DType dt : {DType::f64, DType::f32}) {
+      if (!be.supports(dt)) continue;
+      for (DType gdt : {dt, DType::bf16}) {
+        BOOST_TEST_CONTEXT(dtype_name(dt) << " grads " << dtype_name(gdt)) {
+          const std::size_t n = 1001;
+          auto p = representable(dt, random_vector(n, 90));
+          std::vector<double> m(n, 0.0), v(n, 0.0);
+          DevTensor dp(be, dt, p), dm(be, dt, m), dv(be, dt, v), dg(be, gdt, n);
+          mics::device::AdamWParams hp;
+          hp.lr = 0.01; hp.weight_decay = 0.1; hp.grad_scale = 0.5;
+          for (int step = 1; step <= 3; ++step) {
+            auto g = representable(gdt, random_vector(n, 100 + static_cast<std::uint64_t>(step)));
+            dg.upload(g);
+            hp.step = step;
+            be.adamw(dt, dp.get(), dm.get(), dv.get(), gdt, dg.get(), static_cast<std::int64_t>(n), hp);
+            for (std::size_t i = 0; i < n; ++i) {
+              const double gi = g[i] * hp.grad_scale;
+              m[i] = hp.beta1 * m[i] + (1 - hp.beta1) * gi;
+              v[i] = hp.beta2 * v[i] + (1 - hp.beta2) * gi * gi;
+              const double mh = m[i] / (1 - std::pow(hp.beta1, step));
+              const double vh = v[i] / (1 - std::pow(hp.beta2, step));
+              p[i] = p[i] - hp.lr * hp.weight_decay * p[i] - hp.lr * mh / (std::sqrt(vh) + hp.eps);
+            }
+          }
+          MICS_CHECK_CLOSE(dp.download(), p, dt == DType::f64 ? 1e-12 : 1e-5);
+          MICS_CHECK_CLOSE(dm.download(), m, dt == DType::f64 ? 1e-12 : 1e-5);
+          MICS_CHECK_CLOSE(dv.download(), v, dt == DType::f64 ? 1e-12 : 1e-5);
+        }
+      }
+    }
+  });
+}
+
+BOOST_AUTO_TEST_CASE(registry_and_bad_names) {
+  const auto names = mics::device::available_backends();
+  BOOST_TEST(names.front() == "cpu");
+  BOOST_CHECK_THROW(mics::device::make_backend("tpu"), mics::UsageError);
+  BOOST_TEST(mics::device::parse_dtype("BF16") == DType::bf16);
+  BOOST_TEST(mics::device::parse_dtype("fp32") == DType::f32);
+  BOOST_CHECK_THROW(mics::device::parse_dtype("f16"), mics::UsageError);
+  auto cpu = mics::device::make_backend("cpu", 1);
+  BOOST_TEST(!cpu->supports(DType::bf16));
+  mics::device::Buffer x(*cpu, DType::f32, 4);
+  BOOST_CHECK_THROW(cpu->fill(DType::bf16, x.get(), 4, 0.0), mics::Error);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
