@@ -59,8 +59,9 @@ private:
 // distinct successors with probabilities proportional to 2^(branching-1), ..., 2, 1.
 // The chain itself comes from `chain_seed` (so it is the same task whatever the sampling
 // seed); sequences are walks whose first token is uniform and whose draws come from a
-// counter-based generator keyed by (seed, step, index). A model that learns the chain
-// reaches optimal_loss() on every position but the first, down from ln(vocab).
+// counter-based generator keyed by (seed, step, index). Every target is one transition of
+// the chain, so a model that learns it reaches optimal_loss() (about 1.14 nats for
+// branching 4) at every position, down from ln(vocab) (5.55 for 256) at initialisation.
 class SyntheticDataset final : public Dataset {
 public:
   explicit SyntheticDataset(int vocab = 256, int branching = 4,
