@@ -1,6 +1,7 @@
 #include "mics/data/dataset.hpp"
 
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <string>
 
@@ -217,6 +218,32 @@ void fill_eval_micro_batch(const Dataset& data, std::int64_t eval_batch,
     data.eval_sequence(eval_batch * layout.global_batch + layout.sequence_index(dp_rank, micro_step, j),
                        T, tokens + row, targets + row);
   }
+}
+
+// ---------------------------------------------------------------- open_data
+
+DataSource open_data(const std::string& spec, int vocab) {
+  DataSource d;
+  if (spec == "synthetic") {
+    d.train = std::make_unique<SyntheticDataset>(vocab);
+    d.val = std::make_unique<SyntheticDataset>(vocab);
+    return d;
+  }
+  if (spec.empty()) throw UsageError("--data must name 'synthetic', a shard FILE.bin or a PREFIX");
+  const std::string bin = ".bin";
+  if (spec.size() > bin.size() && spec.compare(spec.size() - bin.size(), bin.size(), bin) == 0) {
+    d.train = std::make_unique<TokenFileDataset>(spec, vocab);
+    return d;
+  }
+  const std::string train = spec + "_train.bin", val = spec + "_val.bin";
+  std::error_code ec;
+  if (!std::filesystem::exists(train, ec))
+    throw UsageError("--data " + spec + ": no " + train +
+                     " (make it with mics-data convert --output-prefix " + spec +
+                     ", or scripts/make-corpus.sh for the default corpus)");
+  d.train = std::make_unique<TokenFileDataset>(train, vocab);
+  if (std::filesystem::exists(val, ec)) d.val = std::make_unique<TokenFileDataset>(val, vocab);
+  return d;
 }
 
 }  // namespace mics::data

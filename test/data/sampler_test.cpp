@@ -273,3 +273,27 @@ BOOST_AUTO_TEST_CASE(synthetic_data_is_learnable_by_a_bigram_model) {
   BOOST_CHECK_GT(loss, d.optimal_loss() - 0.1);
   BOOST_CHECK_LT(loss, 0.25 * std::log(256.0));
 }
+
+BOOST_AUTO_TEST_CASE(open_data_by_spec) {
+  TempDir dir;
+  const auto synth = open_data("synthetic", 128);
+  BOOST_CHECK_EQUAL(synth.train->vocab(), 128);
+  BOOST_REQUIRE(synth.val);
+  const std::vector<std::uint16_t> tokens(300, 7);
+  write_token_file(dir.file("c_train.bin"), tokens);
+  const auto no_val = open_data(dir.file("c"), 256);
+  BOOST_CHECK(no_val.train && !no_val.val);
+  write_token_file(dir.file("c_val.bin"), tokens);
+  const auto both = open_data(dir.file("c"), 256);
+  BOOST_CHECK(both.train && both.val);
+  BOOST_CHECK_EQUAL(both.val->eval_sequences(10), 29);
+  const auto file = open_data(dir.file("c_val.bin"), 256);
+  BOOST_CHECK(file.train && !file.val);
+  try {
+    open_data(dir.file("missing"), 256);
+    BOOST_FAIL("no error");
+  } catch (const mics::UsageError& e) {
+    BOOST_CHECK(std::string(e.what()).find("missing_train.bin") != std::string::npos);
+  }
+  BOOST_CHECK_THROW(open_data(dir.file("c"), 5), mics::UsageError);  // token 7 >= 5
+}

@@ -124,6 +124,18 @@ void fill_eval_micro_batch(const Dataset& data, std::int64_t eval_batch,
                            const BatchLayout& layout, int dp_rank, int micro_step, int T,
                            std::int32_t* tokens, std::int32_t* targets);
 
+// What mics-train's --data names, opened for a model with vocabulary `vocab`:
+//   "synthetic"        SyntheticDataset(vocab) for training and evaluation;
+//   "DIR/name"         DIR/name_train.bin, and DIR/name_val.bin when it exists
+//                      (the pair `mics-data convert --output-prefix DIR/name` writes);
+//   "FILE.bin"         that shard for training, no validation data.
+// val is null when there are no validation data. Faults: UsageError naming the file.
+struct DataSource {
+  std::unique_ptr<Dataset> train;
+  std::unique_ptr<Dataset> val;
+};
+DataSource open_data(const std::string& spec, int vocab);
+
 // Counter-based mixing (splitmix64 finaliser applied to each word in turn); exposed so
 // tests and other concerns can draw per-(seed, step, index) numbers the same way.
 std::uint64_t mix3(std::uint64_t a, std::uint64_t b, std::uint64_t c) noexcept;
