@@ -19,11 +19,19 @@ namespace mics::test {
 using device::Backend;
 using device::DType;
 
+// Threads for CPU backends made by for_each_backend: 0 = OMP_NUM_THREADS (1 under ctest).
+// The kernel tests set 2, so that the threaded paths are the ones checked.
+inline int& test_threads() {
+  static int t = 0;
+  return t;
+}
+
 // Runs body(backend) for each available backend, inside a Boost.Test context naming it.
-inline void for_each_backend(const std::function<void(Backend&)>& body) {
+inline void for_each_backend(const std::function<void(Backend&)>& body, int threads = -1) {
+  if (threads < 0) threads = test_threads();
   for (const auto& name : device::available_backends()) {
     BOOST_TEST_CONTEXT("backend " << name) {
-      auto be = device::make_backend(name, 2);
+      auto be = device::make_backend(name, threads);
       body(*be);
     }
   }

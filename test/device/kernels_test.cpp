@@ -13,6 +13,12 @@ using mics::device::DType;
 
 namespace {
 
+// Two threads, so that every kernel's threaded path (and its fixed reduction order) is tested.
+struct TwoThreads {
+  TwoThreads() { test_threads() = 2; }
+};
+BOOST_TEST_GLOBAL_FIXTURE(TwoThreads);
+
 struct Case {
   Backend& be;
   DType dt;

@@ -3,6 +3,7 @@
 // A ModelConfig is a few integers: describing a 175B model, its bucket layout, parameter
 // count and FLOPs allocates nothing of the model itself.
 #include <cstdint>
+#include <ostream>
 #include <string>
 
 #include <boost/program_options.hpp>
@@ -15,6 +16,7 @@ enum class Variant {
 };
 
 const char* variant_name(Variant v);
+inline std::ostream& operator<<(std::ostream& os, Variant v) { return os << variant_name(v); }
 
 struct ModelConfig {
   std::string name = "custom";

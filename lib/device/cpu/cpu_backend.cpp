@@ -578,7 +578,7 @@ public:
       using T = decltype(tag);
       T* out = static_cast<T*>(losses);
       const T* x = static_cast<const T*>(logits);
-#pragma omp parallel for num_threads(threads_) schedule(static)
+#pragma omp parallel for num_threads(threads_) schedule(static) if (N * V > 16384)
       for (std::int64_t r = 0; r < N; ++r) {
         if (targets[r] < 0) {
           out[r] = 0;
@@ -601,7 +601,7 @@ public:
       using T = decltype(tag);
       T* d = static_cast<T*>(dlogits);
       const T* x = static_cast<const T*>(logits);
-#pragma omp parallel for num_threads(threads_) schedule(static)
+#pragma omp parallel for num_threads(threads_) schedule(static) if (N * V > 16384)
       for (std::int64_t r = 0; r < N; ++r) {
         T* drow = d + r * ld;
         if (targets[r] < 0) {
