@@ -1,0 +1,61 @@
+#pragma once
+// Collectives over device memory with NCCL (built only with MICS_HAVE_CUDA).
+//
+// Each Group gets its own ncclComm_t, bootstrapped on first use by broadcasting an
+// ncclUniqueId from the group's rank 0 over the group's MPI communicator (so the first
+// operation on a group is collective over it, as every operation is), and its own
+// cudaStream_t. An operation first makes the group's stream wait for the compute stream
+// (set_compute_stream, default the legacy stream 0), so buffers written by earlier kernels
+// are ready; its Request completes through a cudaEvent. Everything is destroyed with the
+// NcclCollectives object, which must happen before MPI_Finalize.
+//
+// NCCL refuses two ranks on one GPU: on a one-GPU machine only one rank per node can use
+// this backend.
+#if MICS_HAVE_CUDA
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <map>
+
+#include "mics/comm/collectives.hpp"
+
+namespace mics::comm {
+
+class NcclCollectives final : public Collectives {
+public:
+  // Selects `device` (default: local rank modulo the visible devices, from
+  // MPI_COMM_TYPE_SHARED). Throws mics::Error when no GPU is usable.
+  explicit NcclCollectives(int device = -1);
+  ~NcclCollectives() override;
+
+  const char* backend() const noexcept override { return "nccl"; }
+  int device() const noexcept { return device_; }
+  void set_compute_stream(cudaStream_t s) noexcept { compute_ = s; }
+  // The stream this backend runs the group's collectives on (creating its communicator).
+  cudaStream_t stream_of(Group& group);
+
+  Request all_gather(void* buf, std::size_t chunk_count, DType dt, Group& group) override;
+  Request reduce_scatter(const void* send, void* recv, std::size_t chunk_count, DType dt,
+                         Group& group) override;
+  Request all_reduce(void* buf, std::size_t count, DType dt, Group& group) override;
+  Request broadcast(void* buf, std::size_t count, DType dt, int root, Group& group) override;
+  void barrier(Group& group) override;
+
+protected:
+  std::shared_ptr<void> allocate_temp(std::size_t bytes) override;
+
+private:
+  struct Channel {
+    ncclComm_t comm = nullptr;
+    cudaStream_t stream = nullptr;
+  };
+  Channel& channel(Group& group);
+  void order_after_compute(Channel& ch);
+  int device_ = 0;
+  cudaStream_t compute_ = nullptr;
+  cudaEvent_t ready_ = nullptr;
+  std::map<MPI_Comm, Channel> channels_;
+};
+
+}  // namespace mics::comm
+#endif

@@ -1,0 +1,286 @@
+// Every collective of the MPI backend, checked element by element, in f32, f64 and bf16,
+// on every group of every layout of the current world size; flat against hierarchical
+// partition collectives on emulated multi-node layouts; counters; overlapping requests.
+#include <boost/test/unit_test.hpp>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "comm_test_util.hpp"
+#include "mics/comm/mpi_collectives.hpp"
+#include "mics/comm/process_groups.hpp"
+#include "mics/layout/plan.hpp"
+#include "mpi_test_util.hpp"
+
+using mics::comm::DType;
+using mics::comm::Group;
+using mics::comm::make_process_groups;
+using mics::comm::MpiCollectives;
+using mics::comm::ProcessGroups;
+using mics::comm::Request;
+using mics::test::all_ranks;
+using mics::test::Buffer;
+using mics::test::world_rank;
+using mics::test::world_size;
+
+namespace {
+
+const DType kTypes[] = {DType::f32, DType::f64, DType::bf16};
+
+std::vector<int> members(const Group& g) {
+  std::vector<int> out(static_cast<std::size_t>(g.size()));
+  const int me = world_rank();
+  MPI_Allgather(&me, 1, MPI_INT, out.data(), 1, MPI_INT, g.comm());
+  return out;
+}
+
+// Small integers: exact in bf16 (up to 256) and in every sum the tests form.
+double contribution(int world, std::size_t e) { return static_cast<double>(world % 5 + 1) * static_cast<double>(e % 7 + 1); }
+double chunk_value(int world, std::size_t e) { return static_cast<double>((world * 13 + static_cast<int>(e)) % 200); }
+
+// All the layouts of this world size, each with every layout's plan spelled out.
+std::vector<std::pair<int, int>> layouts() {
+  std::vector<std::pair<int, int>> out;
+  const int W = world_size();
+  for (int g = 1; g <= W; ++g)
+    if (W % g == 0)
+      for (int p : mics::layout::valid_partition_sizes(W, g)) out.emplace_back(g, p);
+  return out;
+}
+
+// Runs each basic collective on `group` and checks every element; returns the number of
+// wrong elements on this rank.
+long check_basic_collectives(MpiCollectives& coll, Group& group, DType dt, std::size_t c) {
+  long wrong = 0;
+  const auto n = static_cast<std::size_t>(group.size());
+  const std::vector<int> who = members(group);
+  const int me = world_rank();
+
+  // all_gather: chunk r must be member r's chunk.
+  Buffer ag(dt, n * c);
+  for (std::size_t i = 0; i < ag.size(); ++i) ag.set(i, -1.0);
+  for (std::size_t e = 0; e < c; ++e) ag.set(static_cast<std::size_t>(group.rank()) * c + e, chunk_value(me, e));
+  coll.all_gather(ag.data(), c, dt, group).wait();
+  for (std::size_t r = 0; r < n; ++r)
+    for (std::size_t e = 0; e < c; ++e) wrong += ag.get(r * c + e) != chunk_value(who[r], e);
+
+  // reduce_scatter: element e of chunk rank() summed over members.
+  Buffer send(dt, n * c), recv(dt, c);
+  for (std::size_t i = 0; i < send.size(); ++i) send.set(i, contribution(me, i));
+  coll.reduce_scatter(send.data(), recv.data(), c, dt, group).wait();
+  for (std::size_t e = 0; e < c; ++e) {
+    double expect = 0;
+    for (int w : who) expect += contribution(w, static_cast<std::size_t>(group.rank()) * c + e);
+    wrong += recv.get(e) != expect;
+  }
+
+  // all_reduce, with a count that is not a multiple of the group size.
+  const std::size_t m = c * 3 + 1;
+  Buffer ar(dt, m);
+  for (std::size_t i = 0; i < m; ++i) ar.set(i, contribution(me, i));
+  coll.all_reduce(ar.data(), m, dt, group).wait();
+  for (std::size_t i = 0; i < m; ++i) {
+    double expect = 0;
+    for (int w : who) expect += contribution(w, i);
+    wrong += ar.get(i) != expect;
+  }
+
+  // broadcast from the last rank of the group.
+  const int root = group.size() - 1;
+  Buffer bc(dt, m);
+  for (std::size_t i = 0; i < m; ++i) bc.set(i, group.rank() == root ? chunk_value(me, i) : -1.0);
+  coll.broadcast(bc.data(), m, dt, root, group).wait();
+  for (std::size_t i = 0; i < m; ++i) wrong += bc.get(i) != chunk_value(who[static_cast<std::size_t>(root)], i);
+
+  coll.barrier(group);
+  return wrong;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(basic_collectives_on_every_group_of_every_layout) {
+  MpiCollectives coll;
+  for (auto [g, p] : layouts()) {
+    ProcessGroups pg = make_process_groups(MPI_COMM_WORLD, g, p, true);
+    for (Group* group : pg.groups())
+      for (DType dt : kTypes)
+        for (std::size_t c : {std::size_t{1}, std::size_t{5}, std::size_t{64}}) {
+          const long wrong = check_basic_collectives(coll, *group, dt, c);
+          BOOST_TEST_CONTEXT(pg.plan().describe() << " group " << group->name() << " "
+                                                  << mics::comm::dtype_name(dt) << " chunk " << c) {
+            BOOST_CHECK_EQUAL(wrong, 0);
+          }
+        }
+  }
+}
+
+// The emulated multi-node layouts of this world size with groups spanning nodes:
+// g in {2, 3, 4}, p a multiple of g with p/g >= 2.
+std::vector<std::pair<int, int>> spanning_layouts() {
+  std::vector<std::pair<int, int>> out;
+  const int W = world_size();
+  for (int g : {2, 3, 4})
+    if (W % g == 0)
+      for (int p = 2 * g; p <= W; p += g)
+        if (W % p == 0) out.emplace_back(g, p);
+  return out;
+}
+
+BOOST_AUTO_TEST_CASE(hierarchical_all_gather_is_bitwise_flat) {
+  MpiCollectives coll;
+  const auto cases = spanning_layouts();
+  if (cases.empty()) BOOST_TEST_MESSAGE("no multi-node layout at W=" << world_size() << "; nothing to compare");
+  std::mt19937 rng(static_cast<unsigned>(1234 + world_rank()));
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  for (auto [g, p] : cases) {
+    ProcessGroups pg = make_process_groups(MPI_COMM_WORLD, g, p, true);
+    BOOST_REQUIRE(pg.hierarchical());
+    for (DType dt : kTypes)
+      for (std::size_t c : {std::size_t{1}, std::size_t{16}, std::size_t{1000}}) {
+        Buffer flat(dt, static_cast<std::size_t>(p) * c), hier(dt, static_cast<std::size_t>(p) * c);
+        for (std::size_t i = 0; i < flat.size(); ++i) {
+          flat.set(i, 99.0);
+          hier.set(i, -99.0);
+        }
+        const std::size_t q = static_cast<std::size_t>(pg.partition().rank());
+        for (std::size_t e = 0; e < c; ++e) {
+          const double v = u(rng);
+          flat.set(q * c + e, v);
+          hier.set(q * c + e, v);
+        }
+        coll.gather_partition(flat.data(), c, dt, pg, false).wait();
+        coll.gather_partition(hier.data(), c, dt, pg, true).wait();
+        BOOST_TEST_CONTEXT(pg.plan().describe() << " " << mics::comm::dtype_name(dt) << " chunk " << c) {
+          BOOST_CHECK(all_ranks(MPI_COMM_WORLD, flat.same_bytes(hier)));
+        }
+      }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(hierarchical_reduce_scatter_equals_flat_within_rounding) {
+  MpiCollectives coll;
+  std::mt19937 rng(static_cast<unsigned>(99 + world_rank()));
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  for (auto [g, p] : spanning_layouts()) {
+    ProcessGroups pg = make_process_groups(MPI_COMM_WORLD, g, p, true);
+    for (DType dt : kTypes)
+      for (std::size_t c : {std::size_t{1}, std::size_t{16}, std::size_t{1000}}) {
+        Buffer send(dt, static_cast<std::size_t>(p) * c), flat(dt, c), hier(dt, c), exact(dt, c);
+        for (std::size_t i = 0; i < send.size(); ++i) send.set(i, u(rng));
+        coll.reduce_scatter_partition(send.data(), flat.data(), c, dt, pg, false).wait();
+        coll.reduce_scatter_partition(send.data(), hier.data(), c, dt, pg, true).wait();
+        // Reference: the sum in double of the values as stored, over the partition group.
+        const std::size_t q = static_cast<std::size_t>(pg.partition().rank());
+        // Sum every member's whole send buffer in double; chunk q of it is the answer.
+        std::vector<double> all(send.size()), sum(send.size());
+        for (std::size_t i = 0; i < send.size(); ++i) all[i] = send.get(i);
+        MPI_Allreduce(all.data(), sum.data(), static_cast<int>(all.size()), MPI_DOUBLE, MPI_SUM,
+                      pg.partition().comm());
+        const double tol = dt == DType::bf16 ? 0.05 * p : (dt == DType::f32 ? 1e-5 * p : 1e-12 * p);
+        double worst_fh = 0, worst_ref = 0;
+        for (std::size_t e = 0; e < c; ++e) {
+          worst_fh = std::max(worst_fh, std::abs(flat.get(e) - hier.get(e)));
+          worst_ref = std::max(worst_ref, std::abs(hier.get(e) - sum[q * c + e]));
+        }
+        BOOST_TEST_CONTEXT(pg.plan().describe() << " " << mics::comm::dtype_name(dt) << " chunk " << c) {
+          BOOST_CHECK_LE(worst_fh, tol);
+          BOOST_CHECK_LE(worst_ref, tol);
+        }
+      }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(counters_follow_the_ring_model) {
+  MpiCollectives coll;
+  const std::size_t c = 64, es = 4;
+  for (auto [g, p] : spanning_layouts()) {
+    ProcessGroups pg = make_process_groups(MPI_COMM_WORLD, g, p, true);
+    const auto k = static_cast<std::uint64_t>(p / g), gg = static_cast<std::uint64_t>(g),
+               pp = static_cast<std::uint64_t>(p);
+    std::vector<float> buf(static_cast<std::size_t>(p) * c, 1.0f), out(c);
+    coll.gather_partition(buf.data(), c, DType::f32, pg, false).wait();
+    BOOST_CHECK_EQUAL(pg.partition().counters().calls, 1u);
+    BOOST_CHECK_EQUAL(pg.partition().counters().bytes, (pp - 1) * c * es);
+    BOOST_CHECK_EQUAL(pg.partition().counters().message_bytes, pp * c * es);
+    BOOST_CHECK_GT(pg.partition().counters().seconds, 0.0);
+
+    pg.reset_counters();
+    coll.gather_partition(buf.data(), c, DType::f32, pg, true).wait();
+    BOOST_CHECK_EQUAL(pg.partition().counters().calls, 0u);
+    BOOST_CHECK_EQUAL(pg.inter().counters().calls, 1u);
+    BOOST_CHECK_EQUAL(pg.intra().counters().calls, 1u);
+    // Per rank: (k-1)c on inter, (g-1)kc on intra; per node g(k-1)c = (p-g)/p of the message.
+    BOOST_CHECK_EQUAL(pg.inter().counters().bytes, (k - 1) * c * es);
+    BOOST_CHECK_EQUAL(pg.intra().counters().bytes, (gg - 1) * k * c * es);
+    BOOST_CHECK_EQUAL(gg * pg.inter().counters().bytes, (pp - gg) * c * es);
+
+    pg.reset_counters();
+    coll.reduce_scatter_partition(buf.data(), out.data(), c, DType::f32, pg, true).wait();
+    BOOST_CHECK_EQUAL(pg.inter().counters().bytes, (k - 1) * c * es);
+    BOOST_CHECK_EQUAL(pg.intra().counters().bytes, (gg - 1) * k * c * es);
+
+    pg.reset_counters();
+    coll.all_reduce(buf.data(), c, DType::f32, pg.world()).wait();
+    const auto W = static_cast<std::uint64_t>(world_size());
+    BOOST_CHECK_EQUAL(pg.world().counters().bytes, 2 * (W - 1) * c * es / W);
+    coll.barrier(pg.world());
+    BOOST_CHECK_EQUAL(pg.world().counters().calls, 2u);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(overlapping_requests_complete_in_any_wait_order) {
+  // The engine's prefetch pattern: several partition gathers and reduce-scatters in
+  // flight, flat collectives on the sub-groups in between, waits in another order, and
+  // test() polling. Results must be exact.
+  MpiCollectives coll;
+  const std::size_t c = 256;
+  for (auto [g, p] : spanning_layouts()) {
+    ProcessGroups pg = make_process_groups(MPI_COMM_WORLD, g, p, true);
+    const std::size_t q = static_cast<std::size_t>(pg.partition().rank());
+    const std::vector<int> who = members(pg.partition());
+    const int me = world_rank();
+    constexpr int B = 4;
+    std::vector<std::vector<float>> bufs(B, std::vector<float>(static_cast<std::size_t>(p) * c, -1.0f));
+    std::vector<std::vector<float>> sends(B, std::vector<float>(static_cast<std::size_t>(p) * c));
+    std::vector<std::vector<float>> recvs(B, std::vector<float>(c, -1.0f));
+    std::vector<float> side_intra(c, 1.0f), side_inter(c, 1.0f);
+    std::vector<Request> reqs;
+    for (int b = 0; b < B; ++b) {
+      for (std::size_t e = 0; e < c; ++e)
+        bufs[static_cast<std::size_t>(b)][q * c + e] = static_cast<float>(chunk_value(me + b, e));
+      for (std::size_t i = 0; i < sends[0].size(); ++i)
+        sends[static_cast<std::size_t>(b)][i] = static_cast<float>(contribution(me + b, i));
+      reqs.push_back(coll.gather_partition(bufs[static_cast<std::size_t>(b)].data(), c, DType::f32, pg, true));
+      reqs.push_back(coll.reduce_scatter_partition(sends[static_cast<std::size_t>(b)].data(),
+                                                   recvs[static_cast<std::size_t>(b)].data(), c, DType::f32, pg, true));
+      if (b == 1) reqs.push_back(coll.all_reduce(side_intra.data(), c, DType::f32, pg.intra()));
+      if (b == 2) reqs.push_back(coll.all_reduce(side_inter.data(), c, DType::f32, pg.inter()));
+    }
+    // Poll a little (ranks see different completion times), then wait newest first.
+    for (int spin = 0; spin < 10; ++spin)
+      for (auto& r : reqs) r.test();
+    for (auto it = reqs.rbegin(); it != reqs.rend(); ++it) it->wait();
+    long wrong = 0;
+    for (int b = 0; b < B; ++b) {
+      for (std::size_t r = 0; r < static_cast<std::size_t>(p); ++r)
+        for (std::size_t e = 0; e < c; ++e)
+          wrong += bufs[static_cast<std::size_t>(b)][r * c + e] != static_cast<float>(chunk_value(who[r] + b, e));
+      for (std::size_t e = 0; e < c; ++e) {
+        double expect = 0;
+        for (int w : who) expect += contribution(w + b, q * c + e);
+        wrong += recvs[static_cast<std::size_t>(b)][e] != static_cast<float>(expect);
+      }
+    }
+    for (float v : side_intra) wrong += v != static_cast<float>(g);
+    for (float v : side_inter) wrong += v != static_cast<float>(p / g);
+    BOOST_TEST_CONTEXT(pg.plan().describe()) { BOOST_CHECK_EQUAL(wrong, 0); }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(default_request_is_complete) {
+  Request r;
+  BOOST_CHECK(r.done());
+  BOOST_CHECK(r.test());
+  r.wait();
+}
