@@ -3,7 +3,9 @@
 //   checkpoint_tool fresh-write ...                              the same into an emptied DIR
 //   checkpoint_tool read PATH                                    loads at every p <= W, checks bytes
 //   checkpoint_tool verify PATH                                  full checksum pass
+//   checkpoint_tool corrupt PATH OUTDIR                          bad copies of PATH for CLI tests
 // `write` records each rank's pid in DIR.pids/ so that a test can kill the job's ranks.
+#include <hdf5.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,6 +20,61 @@
 #include "synthetic.hpp"
 
 namespace ck = mics::checkpoint;
+namespace fs = std::filesystem;
+
+namespace {
+void flip_byte(const std::string& file, std::uint64_t offset) {
+  std::fstream io(file, std::ios::in | std::ios::out | std::ios::binary);
+  io.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  io.read(&c, 1);
+  c = static_cast<char>(c ^ 0x5a);
+  io.seekp(static_cast<std::streamoff>(offset));
+  io.write(&c, 1);
+}
+
+// One file per kind of damage a user may meet, made from a good checkpoint.
+void make_corrupt_copies(const std::string& good, const std::string& out) {
+  fs::remove_all(out);
+  fs::create_directories(out + "/empty");
+  auto copy = [&](const char* name) {
+    const std::string p = out + "/" + name;
+    fs::copy_file(good, p);
+    return p;
+  };
+  const std::string truncated = copy("truncated.h5");
+  fs::resize_file(truncated, fs::file_size(truncated) * 2 / 3);
+  std::ofstream(out + "/notes.h5") << "plain text, not HDF5\n";
+
+  const std::string flipped = copy("flipped.h5");
+  {
+    const hid_t f = H5Fopen(flipped.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    const hid_t d = H5Dopen2(f, "/model/h1.mlp.w", H5P_DEFAULT);
+    const haddr_t off = H5Dget_offset(d);
+    H5Dclose(d);
+    H5Fclose(f);
+    flip_byte(flipped, off + 123);
+  }
+  const std::string missing = copy("missing.h5");
+  {
+    const hid_t f = H5Fopen(missing.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(f, "/optimizer/adam_m/wpe", H5P_DEFAULT);
+    H5Fclose(f);
+  }
+  // The same name with a shape that does not fit the model the file describes.
+  const std::string reshaped = copy("reshaped.h5");
+  {
+    const hid_t f = H5Fopen(reshaped.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(f, "/model/wte", H5P_DEFAULT);
+    const hsize_t dims[2] = {8, 37};
+    const hid_t sp = H5Screate_simple(2, dims, nullptr);
+    const hid_t d = H5Dcreate2(f, "/model/wte", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Fclose(f);
+  }
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   return mics::run_mpi_program("checkpoint_tool", argc, argv, [](int ac, char** av) {
@@ -64,6 +121,12 @@ int main(int argc, char** argv) {
                     rep.faults.size());
       }
       return rep.faults.empty() ? 0 : 1;
+    }
+    if (cmd == "corrupt") {
+      if (ac < 4) throw mics::UsageError("usage: checkpoint_tool corrupt PATH OUTDIR");
+      if (rank == 0) make_corrupt_copies(ck::resolve(MPI_COMM_SELF, path), av[3]);
+      MPI_Barrier(MPI_COMM_WORLD);
+      return 0;
     }
     throw mics::UsageError("unknown command '" + cmd + "'");
   });

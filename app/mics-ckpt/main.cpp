@@ -1,0 +1,133 @@
+// mics-ckpt: look inside, check and export mics checkpoints. Runs as one process or
+// under mpirun (verify then spreads the tensors over the ranks).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "mics/checkpoint/checkpoint.hpp"
+#include "mics/core/error.hpp"
+#include "mics/core/mpi_env.hpp"
+
+namespace ck = mics::checkpoint;
+
+namespace {
+constexpr const char* kUsage =
+    "usage: mics-ckpt info FILE|DIR\n"
+    "       mics-ckpt verify FILE|DIR\n"
+    "       mics-ckpt export FILE|DIR --output OUT [--force]\n"
+    "\n"
+    "  info     step, metadata, the layout that wrote it, every tensor with its shape\n"
+    "  verify   reads every tensor and checks its checksum and shape; exit 1 on any fault\n"
+    "  export   writes the fp32 weights (/model/*) to OUT in the safetensors format\n"
+    "           (after verifying them); --force replaces an existing OUT\n"
+    "A DIR means its `latest` checkpoint (or its highest step_*.h5).\n";
+
+std::string shape_text(const std::vector<std::int64_t>& s) {
+  std::string t = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (i) t += ", ";
+    t += std::to_string(s[i]);
+  }
+  return t + "]";
+}
+
+void print_block(const char* title, const std::string& text) {
+  std::printf("%s:\n", title);
+  if (text.empty()) std::printf("  (empty)\n");
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    const auto end = text.find('\n', pos);
+    const std::string line = text.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+    std::printf("  | %s\n", line.c_str());
+    if (end == std::string::npos) break;
+    pos = end + 1;
+  }
+}
+
+void print_info(const ck::Info& in) {
+  const auto& m = in.meta;
+  std::printf("file             %s (%llu bytes)\n", in.path.c_str(), static_cast<unsigned long long>(in.file_bytes));
+  std::printf("format version   %lld\n", static_cast<long long>(m.format_version));
+  std::printf("step             %lld\n", static_cast<long long>(m.step));
+  std::printf("tokens seen      %lld\n", static_cast<long long>(m.tokens_seen));
+  std::printf("written by       W=%d ranks_per_node=%d p=%d strategy=%s hierarchical=%s\n", m.layout.world_size,
+              m.layout.ranks_per_node, m.layout.partition_size, m.layout.strategy.c_str(),
+              m.layout.hierarchical ? "on" : "off");
+  std::printf("schedule        ");
+  for (const auto& [k, v] : m.schedule) std::printf(" %s=%.9g", k.c_str(), v);
+  std::printf("\nrng state        %zu words; data position %zu words\n", m.rng_state.size(), m.data_position.size());
+  for (const auto& [k, v] : m.ints) std::printf("int              %s = %lld\n", k.c_str(), static_cast<long long>(v));
+  for (const auto& [k, v] : m.strings) std::printf("string           %s = %s\n", k.c_str(), v.c_str());
+  print_block("model config", m.model_config);
+  print_block("training config", m.training_config);
+  unsigned long long params = 0;
+  for (const auto& b : in.layout.buckets) params += b.count;
+  std::printf("tensors          %zu in %zu buckets, %llu parameters (model, adam_m, adam_v each)\n",
+              in.tensors.size(), in.layout.buckets.size(), params);
+  for (const auto& t : in.tensors)
+    std::printf("  %-14s %-28s %s\n", t.bucket.c_str(), t.name.c_str(), shape_text(t.shape).c_str());
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  return mics::run_mpi_program("mics-ckpt", argc, argv, [](int ac, char** av) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    std::vector<std::string> args(av + 1, av + ac);
+    if (args.empty()) throw mics::UsageError("no command given (info, verify or export); see --help");
+    if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+      if (rank == 0) std::fputs(kUsage, stdout);
+      return 0;
+    }
+    const std::string cmd = args[0];
+    std::string path, output;
+    bool force = false;
+    for (std::size_t i = 1; i < args.size(); ++i) {
+      if (args[i] == "--output" || args[i] == "-o") {
+        if (i + 1 >= args.size()) throw mics::UsageError("--output needs a file name");
+        output = args[++i];
+      } else if (args[i].rfind("--output=", 0) == 0) {
+        output = args[i].substr(9);
+      } else if (args[i] == "--force") {
+        force = true;
+      } else if (!args[i].empty() && args[i][0] == '-') {
+        throw mics::UsageError("unknown option '" + args[i] + "'; see --help");
+      } else if (path.empty()) {
+        path = args[i];
+      } else {
+        throw mics::UsageError("unexpected argument '" + args[i] + "'; give one FILE or DIR");
+      }
+    }
+    if (cmd != "info" && cmd != "verify" && cmd != "export")
+      throw mics::UsageError("unknown command '" + cmd + "' (expected info, verify or export)");
+    if (path.empty()) throw mics::UsageError(cmd + " needs a checkpoint FILE or DIR");
+    if (cmd != "export" && (!output.empty() || force))
+      throw mics::UsageError("--output and --force belong to export");
+
+    if (cmd == "info") {
+      const ck::Info in = ck::info(MPI_COMM_WORLD, path);
+      if (rank == 0) print_info(in);
+      return 0;
+    }
+    if (cmd == "verify") {
+      const ck::VerifyReport rep = ck::verify(MPI_COMM_WORLD, path);
+      if (rank == 0) {
+        for (const auto& f : rep.faults) std::printf("fault: %s: %s\n", rep.info.path.c_str(), f.c_str());
+        if (rep.faults.empty())
+          std::printf("ok: %s: step %lld, %zu datasets, %.1f MB checked, checksums and shapes match\n",
+                      rep.info.path.c_str(), static_cast<long long>(rep.info.meta.step), rep.datasets_checked,
+                      static_cast<double>(rep.bytes_checked) / 1e6);
+        std::fflush(stdout);
+      }
+      if (!rep.faults.empty())
+        throw mics::Error(rep.info.path + ": " + std::to_string(rep.faults.size()) + " fault(s), first: " +
+                              rep.faults.front(),
+                          true);
+      return 0;
+    }
+    if (output.empty()) throw mics::UsageError("export needs --output OUT");
+    ck::export_safetensors(MPI_COMM_WORLD, path, output, force);
+    if (rank == 0) std::printf("exported the fp32 weights of %s to %s (safetensors)\n", path.c_str(), output.c_str());
+    return 0;
+  });
+}
