@@ -66,6 +66,48 @@ int to_blas_int(std::int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
+// exp for float written as plain arithmetic (Cephes' range reduction and polynomial,
+// about 2 ulp) so that the compiler vectorises the loops that call it; libm's expf is a
+// scalar call. Inputs are clamped to [-87, 88]: exp(-87) ~ 1.6e-38 stands in for anything
+// smaller, which no softmax or GELU here can tell from 0.
+inline float exp_vec(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x/ln2)
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const std::int32_t bits = (static_cast<std::int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+inline double exp_vec(double x) { return std::exp(x); }
+// tanh(u) = 1 - 2/(exp(2u) + 1): absolute error ~1e-7 in float, which is what GELU needs.
+inline float tanh_vec(float u) { return 1.0f - 2.0f / (exp_vec(2.0f * u) + 1.0f); }
+inline double tanh_vec(double u) { return std::tanh(u); }
+
+// OpenBLAS (pthreads build) runs single-threaded while our own OpenMP threads each call
+// it on their own small problem; restored on scope exit.
+class BlasSingleThreaded {
+public:
+  explicit BlasSingleThreaded(int restore) : restore_(restore) {
+    if (restore_ > 1) openblas_set_num_threads(1);
+  }
+  ~BlasSingleThreaded() {
+    if (restore_ > 1) openblas_set_num_threads(restore_);
+  }
+  BlasSingleThreaded(const BlasSingleThreaded&) = delete;
+  BlasSingleThreaded& operator=(const BlasSingleThreaded&) = delete;
+
+private:
+  int restore_;
+};
+
 class CpuStream final : public Stream {
 public:
   void synchronize() override {}
@@ -463,10 +505,10 @@ public:
       const T* x = static_cast<const T*>(inp);
       const T k = static_cast<T>(std::sqrt(2.0 / M_PI));
       const T c3 = static_cast<T>(0.044715), half = static_cast<T>(0.5), one = 1;
-#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 16384)
+#pragma omp parallel for simd num_threads(threads_) schedule(static) if (n > 16384)
       for (std::int64_t i = 0; i < n; ++i) {
         const T v = x[i];
-        o[i] = half * v * (one + std::tanh(k * (v + c3 * v * v * v)));
+        o[i] = half * v * (one + tanh_vec(k * (v + c3 * v * v * v)));
       }
     });
   }
@@ -479,11 +521,11 @@ public:
       const T* dy = static_cast<const T*>(dout);
       const T k = static_cast<T>(std::sqrt(2.0 / M_PI));
       const T c3 = static_cast<T>(0.044715), half = static_cast<T>(0.5), one = 1, three = 3;
-#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 16384)
+#pragma omp parallel for simd num_threads(threads_) schedule(static) if (n > 16384)
       for (std::int64_t i = 0; i < n; ++i) {
         const T v = x[i];
         const T u = k * (v + c3 * v * v * v);
-        const T th = std::tanh(u);
+        const T th = tanh_vec(u);
         const T sech2 = one - th * th;
         const T grad = half * (one + th) + half * v * sech2 * k * (one + three * c3 * v * v);
         dx[i] = grad * dy[i];
@@ -495,37 +537,42 @@ public:
   std::size_t attention_saved_bytes(DType dt, const AttentionShape& s) const override {
     return dtype_size(dt) * static_cast<std::size_t>(s.B * s.NH * s.T * s.T);
   }
-  // Per (b, h): scores = Q K^T (BLAS), masked row softmax into `saved`, out = P V (BLAS).
+  // Per (b, h): scores = Q K^T, masked row softmax into `saved`, out = P V. The (b, h)
+  // pairs are spread over the OpenMP threads, each calling single-threaded BLAS: one
+  // parallel region per call instead of one per head and GEMM.
   void attention_forward(DType dt, const AttentionShape& s, void* out, void* saved,
                          const void* qkv) override {
     dispatch("attention_forward", dt, [&](auto tag) {
       using T = decltype(tag);
       const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C;
       const double scale = 1.0 / std::sqrt(static_cast<double>(s.HS));
-      for (std::int64_t b = 0; b < s.B; ++b)
-        for (std::int64_t h = 0; h < s.NH; ++h) {
-          const T* q = static_cast<const T*>(qkv) + b * T_ * C3 + h * s.HS;
-          const T* k = q + C;
-          const T* v = q + 2 * C;
-          T* P = static_cast<T*>(saved) + (b * s.NH + h) * T_ * T_;
-          T* o = static_cast<T*>(out) + b * T_ * C + h * s.HS;
-          gemm(dt, false, true, T_, T_, s.HS, scale, q, C3, k, C3, 0.0, P, T_);
-          softmax_rows<T>(P, T_, s.causal);
-          gemm(dt, false, false, T_, s.HS, T_, 1.0, P, T_, v, C3, 0.0, o, C);
-        }
+      BlasSingleThreaded single(threads_);
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
+      for (std::int64_t bh = 0; bh < s.B * s.NH; ++bh) {
+        const std::int64_t b = bh / s.NH, h = bh % s.NH;
+        const T* q = static_cast<const T*>(qkv) + b * T_ * C3 + h * s.HS;
+        const T* k = q + C;
+        const T* v = q + 2 * C;
+        T* P = static_cast<T*>(saved) + bh * T_ * T_;
+        T* o = static_cast<T*>(out) + b * T_ * C + h * s.HS;
+        gemm(dt, false, true, T_, T_, s.HS, scale, q, C3, k, C3, 0.0, P, T_);
+        softmax_rows<T>(P, T_, s.causal);
+        gemm(dt, false, false, T_, s.HS, T_, 1.0, P, T_, v, C3, 0.0, o, C);
+      }
     });
   }
   template <class T>
-  void softmax_rows(T* P, std::int64_t T_, bool causal) {
-#pragma omp parallel for num_threads(threads_) schedule(static) if (T_ * T_ > 16384)
+  static void softmax_rows(T* P, std::int64_t T_, bool causal) {
     for (std::int64_t i = 0; i < T_; ++i) {
       T* row = P + i * T_;
       const std::int64_t n = causal ? i + 1 : T_;
       T mx = row[0];
+#pragma omp simd reduction(max : mx)
       for (std::int64_t j = 1; j < n; ++j) mx = std::max(mx, row[j]);
       T z = 0;
+#pragma omp simd reduction(+ : z)
       for (std::int64_t j = 0; j < n; ++j) {
-        row[j] = std::exp(row[j] - mx);
+        row[j] = exp_vec(row[j] - mx);
         z += row[j];
       }
       const T inv = T(1) / z;
@@ -538,35 +585,37 @@ public:
     dispatch("attention_backward", dt, [&](auto tag) {
       using T = decltype(tag);
       const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C;
-      const double scale = 1.0 / std::sqrt(static_cast<double>(s.HS));
-      std::vector<T>& dP = scratch<T>(static_cast<std::size_t>(T_ * T_));
-      for (std::int64_t b = 0; b < s.B; ++b)
-        for (std::int64_t h = 0; h < s.NH; ++h) {
-          const T* q = static_cast<const T*>(qkv) + b * T_ * C3 + h * s.HS;
-          const T* k = q + C;
-          const T* v = q + 2 * C;
-          T* dq = static_cast<T*>(dqkv) + b * T_ * C3 + h * s.HS;
-          T* dk = dq + C;
-          T* dv = dq + 2 * C;
-          const T* P = static_cast<const T*>(saved) + (b * s.NH + h) * T_ * T_;
-          const T* dO = static_cast<const T*>(dout) + b * T_ * C + h * s.HS;
-          // dV = P^T dO ; dP = dO V^T
-          gemm(dt, true, false, T_, s.HS, T_, 1.0, P, T_, dO, C, 0.0, dv, C3);
-          gemm(dt, false, true, T_, T_, s.HS, 1.0, dO, C, v, C3, 0.0, dP.data(), T_);
-          // dS = P * (dP - rowsum(P*dP)), times the score scale (masked entries have P = 0).
-#pragma omp parallel for num_threads(threads_) schedule(static) if (T_ * T_ > 16384)
-          for (std::int64_t i = 0; i < T_; ++i) {
-            const T* pr = P + i * T_;
-            T* dr = dP.data() + i * T_;
-            T dot = 0;
-            for (std::int64_t j = 0; j < T_; ++j) dot += pr[j] * dr[j];
-            const T sc = static_cast<T>(scale);
-            for (std::int64_t j = 0; j < T_; ++j) dr[j] = pr[j] * (dr[j] - dot) * sc;
-          }
-          // dQ = dS K ; dK = dS^T Q
-          gemm(dt, false, false, T_, s.HS, T_, 1.0, dP.data(), T_, k, C3, 0.0, dq, C3);
-          gemm(dt, true, false, T_, s.HS, T_, 1.0, dP.data(), T_, q, C3, 0.0, dk, C3);
+      const T sc = static_cast<T>(1.0 / std::sqrt(static_cast<double>(s.HS)));
+      std::vector<T>& work = scratch<T>(static_cast<std::size_t>(threads_ * T_ * T_));
+      BlasSingleThreaded single(threads_);
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
+      for (std::int64_t bh = 0; bh < s.B * s.NH; ++bh) {
+        const std::int64_t b = bh / s.NH, h = bh % s.NH;
+        T* dP = work.data() + static_cast<std::int64_t>(omp_get_thread_num()) * T_ * T_;
+        const T* q = static_cast<const T*>(qkv) + b * T_ * C3 + h * s.HS;
+        const T* k = q + C;
+        const T* v = q + 2 * C;
+        T* dq = static_cast<T*>(dqkv) + b * T_ * C3 + h * s.HS;
+        T* dk = dq + C;
+        T* dv = dq + 2 * C;
+        const T* P = static_cast<const T*>(saved) + bh * T_ * T_;
+        const T* dO = static_cast<const T*>(dout) + b * T_ * C + h * s.HS;
+        // dV = P^T dO ; dP = dO V^T
+        gemm(dt, true, false, T_, s.HS, T_, 1.0, P, T_, dO, C, 0.0, dv, C3);
+        gemm(dt, false, true, T_, T_, s.HS, 1.0, dO, C, v, C3, 0.0, dP, T_);
+        // dS = P * (dP - rowsum(P*dP)), times the score scale (masked entries have P = 0).
+        for (std::int64_t i = 0; i < T_; ++i) {
+          const T* pr = P + i * T_;
+          T* dr = dP + i * T_;
+          T dot = 0;
+#pragma omp simd reduction(+ : dot)
+          for (std::int64_t j = 0; j < T_; ++j) dot += pr[j] * dr[j];
+          for (std::int64_t j = 0; j < T_; ++j) dr[j] = pr[j] * (dr[j] - dot) * sc;
         }
+        // dQ = dS K ; dK = dS^T Q
+        gemm(dt, false, false, T_, s.HS, T_, 1.0, dP, T_, k, C3, 0.0, dq, C3);
+        gemm(dt, true, false, T_, s.HS, T_, 1.0, dP, T_, q, C3, 0.0, dk, C3);
+      }
     });
   }
 
@@ -586,10 +635,12 @@ public:
         }
         const T* row = x + r * ld;
         T mx = row[0];
+#pragma omp simd reduction(max : mx)
         for (std::int64_t j = 1; j < V; ++j) mx = std::max(mx, row[j]);
-        double z = 0.0;
-        for (std::int64_t j = 0; j < V; ++j) z += static_cast<double>(std::exp(row[j] - mx));
-        out[r] = static_cast<T>(std::log(z) + static_cast<double>(mx) -
+        T z = 0;
+#pragma omp simd reduction(+ : z)
+        for (std::int64_t j = 0; j < V; ++j) z += exp_vec(row[j] - mx);
+        out[r] = static_cast<T>(std::log(static_cast<double>(z)) + static_cast<double>(mx) -
                                 static_cast<double>(row[targets[r]]));
       }
     });
@@ -610,12 +661,15 @@ public:
         }
         const T* row = x + r * ld;
         T mx = row[0];
+#pragma omp simd reduction(max : mx)
         for (std::int64_t j = 1; j < V; ++j) mx = std::max(mx, row[j]);
-        double z = 0.0;
-        for (std::int64_t j = 0; j < V; ++j) z += static_cast<double>(std::exp(row[j] - mx));
-        const T inv = static_cast<T>(grad_scale / z), sc = static_cast<T>(grad_scale);
+        T z = 0;
+#pragma omp simd reduction(+ : z)
+        for (std::int64_t j = 0; j < V; ++j) z += exp_vec(row[j] - mx);
+        const T inv = static_cast<T>(grad_scale / static_cast<double>(z)), sc = static_cast<T>(grad_scale);
         const std::int64_t t = targets[r];
-        for (std::int64_t j = 0; j < V; ++j) drow[j] = std::exp(row[j] - mx) * inv;
+#pragma omp simd
+        for (std::int64_t j = 0; j < V; ++j) drow[j] = exp_vec(row[j] - mx) * inv;
         drow[t] -= sc;
       }
     });
