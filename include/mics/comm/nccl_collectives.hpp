@@ -24,8 +24,10 @@ namespace mics::comm {
 class NcclCollectives final : public Collectives {
 public:
   // Selects `device` (default: local rank modulo the visible devices, from
-  // MPI_COMM_TYPE_SHARED). Throws mics::Error when no GPU is usable.
-  explicit NcclCollectives(int device = -1);
+  // MPI_COMM_TYPE_SHARED). Throws mics::Error when no GPU is usable. timeout_s > 0
+  // (--comm-timeout): a Request not complete that long after it was issued aborts its
+  // communicator and throws; asynchronous NCCL errors do so at any time.
+  explicit NcclCollectives(int device = -1, double timeout_s = 0);
   ~NcclCollectives() override;
 
   const char* backend() const noexcept override { return "nccl"; }
@@ -52,6 +54,7 @@ private:
   Channel& channel(Group& group);
   void order_after_compute(Channel& ch);
   int device_ = 0;
+  double timeout_s_ = 0;
   cudaStream_t compute_ = nullptr;
   cudaEvent_t ready_ = nullptr;
   std::map<MPI_Comm, Channel> channels_;

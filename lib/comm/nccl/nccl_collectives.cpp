@@ -1,6 +1,9 @@
 #include "mics/comm/nccl_collectives.hpp"
 
+#include <chrono>
+#include <cstdio>
 #include <string>
+#include <thread>
 
 #include "../traffic.hpp"
 #include "mics/comm/cuda_probe.hpp"
@@ -22,11 +25,17 @@ ncclDataType_t nccl_type(DType dt) {
   return ncclFloat32;
 }
 
-// Completion through an event recorded behind the operation on the group's stream.
+// Completion through an event recorded behind the operation on the group's stream. Never
+// hangs: test() and wait() also check the communicator's asynchronous error and, with a
+// timeout (--comm-timeout), the time since the operation was issued; on either they abort
+// the communicator (so no rank stays blocked in it) and throw naming group and operation.
 class NcclOp final : public detail::PendingOp {
 public:
-  NcclOp(cudaStream_t stream, const Group& g, std::uint64_t bytes, std::uint64_t message)
-      : counters_(g.shared_counters()), bytes_(bytes), message_(message) {
+  NcclOp(cudaStream_t stream, const Group& g, std::uint64_t bytes, std::uint64_t message,
+         const char* what, ncclComm_t* comm, double timeout_s)
+      : counters_(g.shared_counters()), bytes_(bytes), message_(message), what_(what),
+        group_(g.name()), comm_(comm), timeout_s_(timeout_s),
+        issued_(std::chrono::steady_clock::now()) {
     MICS_CHECK_CUDA(cudaEventCreateWithFlags(&start_, cudaEventDefault));
     MICS_CHECK_CUDA(cudaEventCreateWithFlags(&done_, cudaEventDefault));
     MICS_CHECK_CUDA(cudaEventRecord(start_, stream));
@@ -40,17 +49,39 @@ public:
   void mark_end(cudaStream_t stream) { MICS_CHECK_CUDA(cudaEventRecord(done_, stream)); }
   bool test() override {
     const cudaError_t rc = cudaEventQuery(done_);
-    if (rc == cudaErrorNotReady) return false;
+    if (rc == cudaErrorNotReady) {
+      check_progress();
+      return false;
+    }
     MICS_CHECK_CUDA(rc);
     finish();
     return true;
   }
   void wait() override {
-    MICS_CHECK_CUDA(cudaEventSynchronize(done_));
-    finish();
+    while (!test()) std::this_thread::yield();
   }
 
 private:
+  void check_progress() {
+    ncclResult_t async = ncclSuccess;
+    if (*comm_ != nullptr) ncclCommGetAsyncError(*comm_, &async);
+    if (async != ncclSuccess && async != ncclInProgress)
+      abort_and_throw(std::string("failed: ") + ncclGetErrorString(async));
+    if (timeout_s_ > 0 &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - issued_).count() > timeout_s_)
+    {
+      char secs[32];
+      std::snprintf(secs, sizeof secs, "%g", timeout_s_);
+      abort_and_throw(std::string("did not complete within --comm-timeout ") + secs +
+                      " s (a peer may have died or be stuck)");
+    }
+  }
+  [[noreturn]] void abort_and_throw(const std::string& why) {
+    if (*comm_ != nullptr) ncclCommAbort(*comm_);
+    *comm_ = nullptr;  // the destructor must not destroy an aborted communicator
+    throw Error("NCCL " + std::string(what_) + " on group '" + group_ + "' " + why +
+                "; its communicator was aborted");
+  }
   void finish() {
     float ms = 0.0f;
     MICS_CHECK_CUDA(cudaEventElapsedTime(&ms, start_, done_));
@@ -59,6 +90,11 @@ private:
   cudaEvent_t start_ = nullptr, done_ = nullptr;
   std::shared_ptr<GroupCounters> counters_;
   std::uint64_t bytes_, message_;
+  const char* what_;
+  std::string group_;
+  ncclComm_t* comm_;
+  double timeout_s_;
+  std::chrono::steady_clock::time_point issued_;
 };
 
 int local_rank() {
@@ -73,7 +109,7 @@ int local_rank() {
 
 }  // namespace
 
-NcclCollectives::NcclCollectives(int device) {
+NcclCollectives::NcclCollectives(int device, double timeout_s) : timeout_s_(timeout_s) {
   if (!cuda_device_available())
     throw Error("the NCCL backend needs a CUDA device and none is visible (cudaGetDeviceCount)");
   int count = 0;
@@ -119,7 +155,8 @@ Request NcclCollectives::all_gather(void* buf, std::size_t chunk_count, DType dt
   order_after_compute(ch);
   const std::size_t bytes = chunk_count * dtype_size(dt);
   const std::uint64_t message = bytes * static_cast<std::uint64_t>(group.size());
-  auto op = std::make_unique<NcclOp>(ch.stream, group, detail::ring_bytes(Pattern::gather_or_scatter, group.size(), message), message);
+  auto op = std::make_unique<NcclOp>(ch.stream, group, detail::ring_bytes(Pattern::gather_or_scatter, group.size(), message), message,
+                                     "all-gather", &ch.comm, timeout_s_);
   // In place: NCCL treats sendbuff == recvbuff + rank*count as the in-place case.
   const void* mine = static_cast<const char*>(buf) + static_cast<std::size_t>(group.rank()) * bytes;
   MICS_CHECK_NCCL(ncclAllGather(mine, buf, chunk_count, nccl_type(dt), ch.comm, ch.stream));
@@ -132,7 +169,8 @@ Request NcclCollectives::reduce_scatter(const void* send, void* recv, std::size_
   Channel& ch = channel(group);
   order_after_compute(ch);
   const std::uint64_t message = chunk_count * dtype_size(dt) * static_cast<std::uint64_t>(group.size());
-  auto op = std::make_unique<NcclOp>(ch.stream, group, detail::ring_bytes(Pattern::gather_or_scatter, group.size(), message), message);
+  auto op = std::make_unique<NcclOp>(ch.stream, group, detail::ring_bytes(Pattern::gather_or_scatter, group.size(), message), message,
+                                     "reduce-scatter", &ch.comm, timeout_s_);
   MICS_CHECK_NCCL(ncclReduceScatter(send, recv, chunk_count, nccl_type(dt), ncclSum, ch.comm, ch.stream));
   op->mark_end(ch.stream);
   return Request(std::move(op));
@@ -142,7 +180,8 @@ Request NcclCollectives::all_reduce(void* buf, std::size_t count, DType dt, Grou
   Channel& ch = channel(group);
   order_after_compute(ch);
   const std::uint64_t message = count * dtype_size(dt);
-  auto op = std::make_unique<NcclOp>(ch.stream, group, detail::ring_bytes(Pattern::all_reduce, group.size(), message), message);
+  auto op = std::make_unique<NcclOp>(ch.stream, group, detail::ring_bytes(Pattern::all_reduce, group.size(), message), message,
+                                     "all-reduce", &ch.comm, timeout_s_);
   MICS_CHECK_NCCL(ncclAllReduce(buf, buf, count, nccl_type(dt), ncclSum, ch.comm, ch.stream));
   op->mark_end(ch.stream);
   return Request(std::move(op));
@@ -152,7 +191,8 @@ Request NcclCollectives::broadcast(void* buf, std::size_t count, DType dt, int r
   Channel& ch = channel(group);
   order_after_compute(ch);
   const std::uint64_t message = count * dtype_size(dt);
-  auto op = std::make_unique<NcclOp>(ch.stream, group, detail::ring_bytes(Pattern::broadcast, group.size(), message), message);
+  auto op = std::make_unique<NcclOp>(ch.stream, group, detail::ring_bytes(Pattern::broadcast, group.size(), message), message,
+                                     "broadcast", &ch.comm, timeout_s_);
   MICS_CHECK_NCCL(ncclBroadcast(buf, buf, count, nccl_type(dt), root, ch.comm, ch.stream));
   op->mark_end(ch.stream);
   return Request(std::move(op));
