@@ -111,8 +111,9 @@ Request Collectives::gather_partition(void* buf, std::size_t chunk_count, DType 
   const auto j = static_cast<std::size_t>(groups.placement().group_local);
   char* base = static_cast<char*>(buf);
   const std::size_t block = k * chunk_count;
-  Request step1 = all_gather(base + j * block * dtype_size(dt), chunk_count, dt, groups.inter());
   Group& intra = groups.intra().twin();
+  prepare(intra);
+  Request step1 = all_gather(base + j * block * dtype_size(dt), chunk_count, dt, groups.inter());
   return chain(std::move(step1), [this, base, block, dt, &intra] {
     return all_gather(base, block, dt, intra);
   }, nullptr);
@@ -129,8 +130,9 @@ Request Collectives::reduce_scatter_partition(const void* send, void* recv, std:
   const std::size_t block = k * chunk_count;
   std::shared_ptr<void> temp = allocate_temp(block * dtype_size(dt));
   void* t = temp.get();
-  Request step1 = reduce_scatter(send, t, block, dt, groups.intra());
   Group& inter = groups.inter().twin();
+  prepare(inter);
+  Request step1 = reduce_scatter(send, t, block, dt, groups.intra());
   return chain(std::move(step1), [this, t, recv, chunk_count, dt, &inter] {
     return reduce_scatter(t, recv, chunk_count, dt, inter);
   }, std::move(temp));

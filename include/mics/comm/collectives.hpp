@@ -93,6 +93,10 @@ protected:
   // Scratch memory of the backend's kind (host or device), freed when the last owner
   // lets go.
   virtual std::shared_ptr<void> allocate_temp(std::size_t bytes) = 0;
+  // Called when a two-step collective is issued, for the group its second step will use:
+  // a backend that sets up per-group state collectively (NCCL) must do it here, while
+  // every rank is at the same call, not later when each rank starts step 2 on its own.
+  virtual void prepare(Group& group) { (void)group; }
 
 private:
   struct Chain;

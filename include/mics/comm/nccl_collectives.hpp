@@ -45,6 +45,7 @@ public:
 
 protected:
   std::shared_ptr<void> allocate_temp(std::size_t bytes) override;
+  void prepare(Group& group) override { channel(group); }
 
 private:
   struct Channel {
