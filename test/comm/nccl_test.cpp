@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <boost/test/unit_test.hpp>
+#include <cstdio>
 #include <vector>
 
 #include "mics/comm/cuda_probe.hpp"
@@ -25,10 +26,17 @@ bool gpus_for_every_rank() {
   const bool any = mics::comm::cuda_device_available() && cudaGetDeviceCount(&count) == cudaSuccess;
   int ok = any && count >= world_size() ? 1 : 0, all = 0;
   MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  if (!all)
-    BOOST_TEST_MESSAGE("SKIPPED: NCCL test needs one CUDA device per rank (" << count << " visible for "
-                                                                            << world_size() << " ranks)");
+  if (!all && world_rank() == 0)
+    std::printf("SKIPPED: the NCCL tests need one CUDA device per rank (%d visible for %d ranks)\n",
+                count, world_size());
   return all == 1;
+}
+
+// Boost.Test precondition: a skipped case is reported as skipped, not as passed.
+boost::test_tools::assertion_result have_gpus(boost::unit_test::test_unit_id) {
+  boost::test_tools::assertion_result ok(gpus_for_every_rank());
+  if (!ok) ok.message() << "no CUDA device for every rank";
+  return ok;
 }
 
 struct DeviceBuffer {
@@ -48,8 +56,7 @@ struct DeviceBuffer {
 
 }  // namespace
 
-BOOST_AUTO_TEST_CASE(nccl_collectives_on_the_world) {
-  if (!gpus_for_every_rank()) return;
+BOOST_AUTO_TEST_CASE(nccl_collectives_on_the_world, *boost::unit_test::precondition(have_gpus)) {
   const int W = world_size(), me = world_rank();
   const std::size_t c = 1000, n = c * static_cast<std::size_t>(W);
   ProcessGroups pg = mics::comm::make_process_groups(MPI_COMM_WORLD, 0, W, false);
