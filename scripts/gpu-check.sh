@@ -133,14 +133,20 @@ else
         --partition-size 1 --micro-batch 16 --global-batch 16 --steps 12
   train gpt-1.3b 1 150 --model inputs/models/gpt-1.3b.cfg "${COMMON[@]}" --comm nccl \
         --partition-size 1 --micro-batch 8 --global-batch 8 --steps 8
-  train gpt-1.3b-recompute 1 90 --model inputs/models/gpt-1.3b.cfg "${COMMON[@]}" --comm nccl \
-        --partition-size 1 --micro-batch 8 --global-batch 8 --steps 5 --recompute
   # Several ranks sharing the GPU through the host-staged path, same global batch.
   for r in 1 2 4; do
     p=$r; [ "$r" -eq 4 ] && p=2   # 4 ranks: two partition groups of 2, replicated
     train "staged-w$r" "$r" 120 --model inputs/models/gpt2-124m.cfg "${COMMON[@]}" --comm mpi \
           --partition-size "$p" --micro-batch 2 --global-batch 8 --steps 10
   done
+  # The fused attention forward (MICS_ATTENTION=flash, not yet the default), and
+  # activation recomputation; last, so that a slow run only cuts these.
+  MICS_ATTENTION=flash train gpt2-124m-flash 1 60 --model inputs/models/gpt2-124m.cfg "${COMMON[@]}" \
+        --comm nccl --partition-size 1 --micro-batch 16 --global-batch 16 --steps 12
+  MICS_ATTENTION=flash train gpt-1.3b-flash 1 90 --model inputs/models/gpt-1.3b.cfg "${COMMON[@]}" \
+        --comm nccl --partition-size 1 --micro-batch 8 --global-batch 8 --steps 8
+  train gpt-1.3b-recompute 1 90 --model inputs/models/gpt-1.3b.cfg "${COMMON[@]}" --comm nccl \
+        --partition-size 1 --micro-batch 8 --global-batch 8 --steps 5 --recompute
   # The layouts see the same global batch: losses must agree up to bf16 rounding of
   # differently ordered reductions (1% relative per step), and fall.
   ref=$RES/staged-w1.csv

@@ -8,6 +8,7 @@
 // deallocate() records an event on each of them; the block is handed out again only when
 // all those events have completed. bytes_in_use() counts the bytes callers asked for.
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -32,11 +33,16 @@ cudaDataType_t cuda_type(DType dt) {
   return CUDA_R_32F;
 }
 
-class CudaBackend;
+// The backend's streams, shared with each CudaStream so that a stream outliving its
+// backend (against the rules, but harmless) does not touch freed memory.
+struct StreamRegistry {
+  std::mutex mu;
+  std::set<cudaStream_t> streams;
+};
 
 class CudaStream final : public Stream {
 public:
-  CudaStream(CudaBackend& be, int device);
+  CudaStream(std::shared_ptr<StreamRegistry> reg, int device);
   ~CudaStream() override;
   CudaStream(const CudaStream&) = delete;
   CudaStream& operator=(const CudaStream&) = delete;
@@ -45,7 +51,7 @@ public:
   cudaStream_t get() const noexcept { return s_; }
 
 private:
-  CudaBackend* be_;
+  std::shared_ptr<StreamRegistry> reg_;
   cudaStream_t s_ = nullptr;
 };
 
@@ -104,7 +110,7 @@ public:
     cudaDeviceProp prop{};
     MICS_CUDA_OK(cudaGetDeviceProperties(&prop, device_));
     device_name_ = prop.name;
-    compute_ = std::make_unique<CudaStream>(*this, device_);
+    compute_ = std::make_unique<CudaStream>(registry_, device_);
     MICS_CUBLAS_OK(cublasCreate(&blas_));
     MICS_CUBLAS_OK(cublasSetStream(blas_, compute_->get()));
     MICS_CUBLAS_OK(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));
@@ -172,7 +178,8 @@ public:
     if (it == live_.end()) return;  // not ours: never free foreign memory
     Cached c{p, {}};
     // Mark the end of every stream's queue: the block is free once all of them pass it.
-    for (cudaStream_t s : streams_) {
+    std::lock_guard<std::mutex> reg_lock(registry_->mu);
+    for (cudaStream_t s : registry_->streams) {
       cudaEvent_t e = nullptr;
       if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess) continue;
       cudaEventRecord(e, s);
@@ -229,19 +236,11 @@ public:
   // --- streams --------------------------------------------------------------------------
   Stream& compute_stream() override { return *compute_; }
   std::unique_ptr<Stream> create_stream() override {
-    return std::make_unique<CudaStream>(*this, device_);
+    return std::make_unique<CudaStream>(registry_, device_);
   }
   std::unique_ptr<Event> create_event() override { return std::make_unique<CudaEvent>(); }
   void synchronize() override { MICS_CUDA_OK(cudaDeviceSynchronize()); }
 
-  void register_stream(cudaStream_t s) {
-    std::lock_guard<std::mutex> lock(mu_);
-    streams_.insert(s);
-  }
-  void unregister_stream(cudaStream_t s) {
-    std::lock_guard<std::mutex> lock(mu_);
-    streams_.erase(s);
-  }
 
   // --- elementwise ------------------------------------------------------------------------
   void fill(DType dt, void* x, std::int64_t n, double v) override {
@@ -382,6 +381,13 @@ public:
     const std::int64_t h = static_cast<std::int64_t>(kAttnScratch / std::max<std::size_t>(per_head, 1));
     return std::clamp<std::int64_t>(h, 1, s.NH);
   }
+  // MICS_ATTENTION=flash selects the fused forward kernel (flash_attention.cu) for bf16
+  // with head size 64 or 128; the default stays the GEMM path until the fused kernel has
+  // been checked on a GPU (test_device_cuda runs both).
+  static bool use_flash_forward() {
+    const char* e = std::getenv("MICS_ATTENTION");
+    return e != nullptr && std::string(e) == "flash";
+  }
   std::size_t attention_saved_bytes(DType, const AttentionShape& s) const override {
     return sizeof(float) * static_cast<std::size_t>(s.B * s.NH * s.T);
   }
@@ -390,11 +396,14 @@ public:
     check_dt("attention_forward", dt);
     const std::int64_t T = s.T, HS = s.HS, C = s.NH * HS, C3 = 3 * C;
     if (s.B * T * C == 0) return;
+    float* lse = static_cast<float*>(saved);
+    if (dt == DType::bf16 && use_flash_forward() &&
+        flash_attention_forward(out, lse, qkv, s.B, T, s.NH, HS, s.causal, cs()))
+      return;
     const double sc = 1.0 / std::sqrt(static_cast<double>(HS));
     const std::int64_t hc = heads_per_chunk(dt, s);
     float* S = static_cast<float*>(get(6, sizeof(float) * hc * T * T));
     void* P = get(7, dtype_size(dt) * hc * T * T);
-    float* lse = static_cast<float*>(saved);
     for (std::int64_t b = 0; b < s.B; ++b)
       for (std::int64_t h0 = 0; h0 < s.NH; h0 += hc) {
         const std::int64_t nh = std::min(hc, s.NH - h0);
@@ -532,20 +541,24 @@ private:
   std::size_t blas_ws_bytes_ = 0;
   double* dev_result_ = nullptr;
   mutable std::mutex mu_;
-  std::set<cudaStream_t> streams_;
+  std::shared_ptr<StreamRegistry> registry_ = std::make_shared<StreamRegistry>();
   std::unordered_map<void*, Live> live_;
   std::multimap<std::size_t, Cached> cached_;
   std::size_t in_use_ = 0, peak_ = 0;
   ScratchBuf scratch_[9];
 };
 
-CudaStream::CudaStream(CudaBackend& be, int device) : be_(&be) {
+CudaStream::CudaStream(std::shared_ptr<StreamRegistry> reg, int device) : reg_(std::move(reg)) {
   MICS_CUDA_OK(cudaSetDevice(device));
   MICS_CUDA_OK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking));
-  be_->register_stream(s_);
+  std::lock_guard<std::mutex> lock(reg_->mu);
+  reg_->streams.insert(s_);
 }
 CudaStream::~CudaStream() {
-  be_->unregister_stream(s_);
+  {
+    std::lock_guard<std::mutex> lock(reg_->mu);
+    reg_->streams.erase(s_);
+  }
   cudaStreamDestroy(s_);
 }
 

@@ -162,4 +162,11 @@ void launch_softmax_backward(DType dt, void* P_dS, const float* dP, const float*
                              std::int64_t rows, std::int64_t T, double scale,
                              cudaStream_t s);
 
+// --- fused attention forward (flash_attention.cu) -------------------------------------
+// bf16, HS 64 or 128, qkv 16-byte aligned: writes out [B,T,C] and lse [B,NH,T] and
+// returns true; returns false (and does nothing) for shapes it does not handle.
+bool flash_attention_forward(void* out, float* lse, const void* qkv, std::int64_t B,
+                             std::int64_t T, std::int64_t NH, std::int64_t HS, bool causal,
+                             cudaStream_t s);
+
 }  // namespace mics::device::cuda

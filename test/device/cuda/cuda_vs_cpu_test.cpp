@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "../backend_test_util.hpp"
 #include "mics/core/error.hpp"
@@ -45,7 +46,7 @@ struct SkipWithoutGpu {
 
 struct Pair {
   std::unique_ptr<Backend> gpu = mics::device::make_backend("cuda", 1, 0);
-  std::unique_ptr<Backend> cpu = mics::device::make_backend("cpu", 2);
+  std::unique_ptr<Backend> cpu = mics::device::make_backend("cpu", 0);  // all cores
 };
 
 // The CPU side always computes in f32 (bf16 inputs are exactly representable in f32).
@@ -153,27 +154,37 @@ BOOST_AUTO_TEST_CASE(layernorm_gelu_bias) {
 
 BOOST_AUTO_TEST_CASE(attention_long_sequences) {
   Pair p;
-  for (DType dt : {DType::bf16, DType::f32})
-    for (bool causal : {true, false})
-      for (std::int64_t T : {256, 1024}) {
-        BOOST_TEST_CONTEXT(dtype_name(dt) << " causal " << causal << " T " << T) {
-          AttentionShape s{2, T, 4, 64, causal};
-          const std::int64_t C = s.NH * s.HS;
-          const std::size_t n3 = static_cast<std::size_t>(s.B * T * 3 * C), n1 = static_cast<std::size_t>(s.B * T * C);
-          Twin qkv(p, dt, representable(dt, random_vector(n3, 20, -2, 2)));
-          Twin out(p, dt, n1), dout(p, dt, representable(dt, random_vector(n1, 21))), dqkv(p, dt, n3);
-          mics::device::Buffer sg(*p.gpu, p.gpu->attention_saved_bytes(dt, s));
-          mics::device::Buffer sc(*p.cpu, p.cpu->attention_saved_bytes(DType::f32, s));
-          // The CUDA backend keeps only the row log-sum-exp: [B, NH, T] floats.
-          BOOST_TEST(p.gpu->attention_saved_bytes(dt, s) == 4u * static_cast<std::size_t>(s.B * s.NH * T));
-          p.gpu->attention_forward(dt, s, out.g.get(), sg.get(), qkv.g.get());
-          p.cpu->attention_forward(DType::f32, s, out.c.get(), sc.get(), qkv.c.get());
-          MICS_TWIN_CLOSE(out, 2e-2, 1e-5, dt);
-          p.gpu->attention_backward(dt, s, dqkv.g.get(), dout.g.get(), qkv.g.get(), out.g.get(), sg.get());
-          p.cpu->attention_backward(DType::f32, s, dqkv.c.get(), dout.c.get(), qkv.c.get(), out.c.get(), sc.get());
-          MICS_TWIN_CLOSE(dqkv, 6e-2, 1e-4, dt);
-        }
-      }
+  // "gemm": cuBLAS batched GEMMs around a row softmax (the default); "flash": the fused
+  // forward kernel (MICS_ATTENTION=flash; bf16, head size 64 or 128). Both save the same
+  // log-sum-exp, and the backward (GEMM path) runs from either.
+  for (const char* mode : {"gemm", "flash"})
+    for (DType dt : {DType::bf16, DType::f32})
+      for (bool causal : {true, false})
+        for (std::int64_t T : {256, 1000})
+          for (std::int64_t HS : {64, 128}) {
+            if (std::string(mode) == "flash" && dt != DType::bf16) continue;
+            if (HS == 128 && T != 1000) continue;
+            BOOST_TEST_CONTEXT(mode << " " << dtype_name(dt) << " causal " << causal << " T " << T << " HS " << HS) {
+              setenv("MICS_ATTENTION", mode, 1);
+              AttentionShape s{2, T, 4, HS, causal};
+              const std::int64_t C = s.NH * s.HS;
+              const std::size_t n3 = static_cast<std::size_t>(s.B * T * 3 * C), n1 = static_cast<std::size_t>(s.B * T * C);
+              Twin qkv(p, dt, representable(dt, random_vector(n3, 20, -2, 2)));
+              Twin out(p, dt, n1), dout(p, dt, representable(dt, random_vector(n1, 21))), dqkv(p, dt, n3);
+              mics::device::Buffer sg(*p.gpu, p.gpu->attention_saved_bytes(dt, s));
+              mics::device::Buffer sc(*p.cpu, p.cpu->attention_saved_bytes(DType::f32, s));
+              // The CUDA backend keeps only the row log-sum-exp: [B, NH, T] floats.
+              BOOST_TEST(p.gpu->attention_saved_bytes(dt, s) == 4u * static_cast<std::size_t>(s.B * s.NH * T));
+              p.gpu->attention_forward(dt, s, out.g.get(), sg.get(), qkv.g.get());
+              p.cpu->attention_forward(DType::f32, s, out.c.get(), sc.get(), qkv.c.get());
+              MICS_TWIN_CLOSE(out, 2e-2, 1e-5, dt);
+              p.gpu->attention_backward(dt, s, dqkv.g.get(), dout.g.get(), qkv.g.get(), out.g.get(), sg.get());
+              p.cpu->attention_backward(DType::f32, s, dqkv.c.get(), dout.c.get(), qkv.c.get(), out.c.get(), sc.get());
+              MICS_TWIN_CLOSE(dqkv, 6e-2, 1e-4, dt);
+              unsetenv("MICS_ATTENTION");
+            }
+          }
+  unsetenv("MICS_ATTENTION");
 }
 
 BOOST_AUTO_TEST_CASE(cross_entropy_gpt2_vocab) {
