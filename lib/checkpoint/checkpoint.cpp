@@ -181,9 +181,12 @@ h5::Id mpio_fapl(MPI_Comm comm) {
   return fapl;
 }
 
-h5::Id collective_dxpl() {
+h5::Id collective_dxpl(bool two_phase) {
   h5::Id dxpl = h5::checked(H5Pcreate(H5P_DATASET_XFER), H5Pclose, "creating a property list");
   h5::check(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE), "selecting collective transfer");
+  // Still one collective call per dataset; underneath, each rank moves its own runs.
+  if (!two_phase)
+    h5::check(H5Pset_dxpl_mpio_collective_opt(dxpl, H5FD_MPIO_INDIVIDUAL_IO), "selecting per-rank I/O");
   return dxpl;
 }
 
@@ -253,7 +256,7 @@ void write_file(const std::string& temp, const ShardState& st, const Metadata& m
   // Every element is written, so HDF5 need not pre-fill the space.
   h5::check(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER), "setting fill time");
   h5::check(H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY), "setting allocation time");
-  h5::Id dxpl = collective_dxpl();
+  h5::Id dxpl = collective_dxpl(st.two_phase_io);
   for (std::size_t i = 0; i < refs.size(); ++i) {
     const auto& b = st.layout->buckets[refs[i].bucket];
     const auto& t = b.tensors[refs[i].tensor];
@@ -506,7 +509,7 @@ Metadata load(const std::string& path, const ShardState& st) {
   try {
     h5::Id fapl = mpio_fapl(st.comm);
     h5::Id f = h5::checked(H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose, "opening the file");
-    h5::Id dxpl = collective_dxpl();
+    h5::Id dxpl = collective_dxpl(st.two_phase_io);
     for (std::size_t i = 0; i < refs.size(); ++i) {
       const auto& b = st.layout->buckets[refs[i].bucket];
       const auto& t = b.tensors[refs[i].tensor];
