@@ -80,6 +80,8 @@ bool parse(int argc, char** argv, Options& o, int world_rank) {
       "of every result, and prints size, count, type, time, algbw, busbw and #wrong per line.\n"
       "size is the full message (the gathered buffer, the reduce-scatter input, the all-reduce\n"
       "buffer); busbw = algbw*(n-1)/n (all-reduce: 2(n-1)/n), n = ranks in the group.\n"
+      "At the end: each group's traffic counters, and the all-gather bytes on the inter- and\n"
+      "intra-node sub-groups next to the (p-1)/p and (p-g)/p predictions.\n"
       "Exit status 1 if any element is wrong.\n\nOptions");
   desc.add_options()
       ("help,h", "print this help and exit")
