@@ -5,7 +5,7 @@
 #   bash scripts/gpu-check.sh
 # 1. unpacks the runtime bundle and finds the machine's NCCL/cuBLAS/cudart;
 # 2. runs the device tests (every kernel on CUDA against float64 references and against
-#    the CPU backend);
+#    the CPU backend) and the staged-collectives test at 2 and 4 ranks on the one GPU;
 # 3. benchmarks mics-train on one GPU: GPT-2 124M and a 1.3B GPT at sequence 1024, bf16;
 # 4. runs MiCS on 1, 2 and 4 ranks sharing the GPU through the host-staged path
 #    (--comm mpi) and checks the 2- and 4-rank losses against the 1-rank run;
@@ -62,7 +62,7 @@ export LD_LIBRARY_PATH=$MPI_BUNDLE_DIR/lib${LIBS:+:$LIBS}${LD_LIBRARY_PATH:+:$LD
 GPU=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -n 1)
 note "date $(date -u +%Y-%m-%dT%H:%M:%SZ), GPU: ${GPU:-unknown (nvidia-smi failed)}, commit $(cat .gpu/commit 2>/dev/null || echo ?)"
 note "CUDA libraries from: ${LIBS:-none}"
-for prog in test_device_kernels test_device_cuda mics-train; do
+for prog in test_device_kernels test_device_cuda test_staged_collectives mics-train; do
   [ -x "$MPI_BUNDLE_DIR/bin/$prog" ] || continue
   missing=$(LD_LIBRARY_PATH=$MPI_BUNDLE_DIR/usr/lib/x86_64-linux-gnu:$MPI_BUNDLE_DIR/usr/lib/x86_64-linux-gnu/pmix2/lib:$LD_LIBRARY_PATH \
             ldd "$MPI_BUNDLE_DIR/bin/$prog" | grep 'not found')
@@ -80,6 +80,19 @@ for t in test_device_kernels test_device_cuda; do
   if [ $rc -eq 77 ]; then st=SKIPPED; fail "$t skipped: no GPU visible to the program";
   elif [ $rc -ne 0 ]; then st="FAIL(rc=$rc)"; fail "$t (see $RES/$t.log)"; fi
   ROWS+=("$t|1|-|-|-|-|$(( $(date +%s) - s ))s|$st")
+done
+
+# StagedCollectives alone: 2 and 4 ranks sharing the GPU through pinned host buffers.
+for n in 2 4; do
+  t=test_staged_collectives
+  if [ ! -x "$MPI_BUNDLE_DIR/bin/$t" ]; then fail "$t not in the bundle"; ROWS+=("${t}_np$n|$n|-|-|-|-|-|MISSING"); continue; fi
+  s=$(date +%s)
+  timeout 90 $RUN mpirun -np "$n" --oversubscribe --bind-to none "$t" --color_output=no \
+    > "$RES/${t}_np$n.log" 2>&1
+  rc=$?
+  st=PASS
+  if [ $rc -ne 0 ]; then st="FAIL(rc=$rc)"; fail "$t at $n ranks (see $RES/${t}_np$n.log)"; fi
+  ROWS+=("${t}_np$n|$n|-|-|-|-|$(( $(date +%s) - s ))s|$st")
 done
 
 # --- 3/4. mics-train ------------------------------------------------------------------------
