@@ -91,23 +91,6 @@ inline double exp_vec(double x) { return std::exp(x); }
 inline float tanh_vec(float u) { return 1.0f - 2.0f / (exp_vec(2.0f * u) + 1.0f); }
 inline double tanh_vec(double u) { return std::tanh(u); }
 
-// OpenBLAS (pthreads build) runs single-threaded while our own OpenMP threads each call
-// it on their own small problem; restored on scope exit.
-class BlasSingleThreaded {
-public:
-  explicit BlasSingleThreaded(int restore) : restore_(restore) {
-    if (restore_ > 1) openblas_set_num_threads(1);
-  }
-  ~BlasSingleThreaded() {
-    if (restore_ > 1) openblas_set_num_threads(restore_);
-  }
-  BlasSingleThreaded(const BlasSingleThreaded&) = delete;
-  BlasSingleThreaded& operator=(const BlasSingleThreaded&) = delete;
-
-private:
-  int restore_;
-};
-
 class CpuStream final : public Stream {
 public:
   void synchronize() override {}
@@ -128,7 +111,11 @@ public:
   explicit CpuBackend(int threads) {
     threads_ = threads > 0 ? threads : omp_get_max_threads();
     if (threads_ < 1) threads_ = 1;
-    openblas_set_num_threads(threads_);
+    // One thread pool only: OpenBLAS runs single-threaded in whichever thread calls it,
+    // and large GEMMs are split over our OpenMP threads (see gemm). Two pools (OpenBLAS's
+    // pthreads and OpenMP's) spin against each other on the same cores between calls,
+    // which cost a third of the step time on a shared 2-core machine.
+    openblas_set_num_threads(1);
   }
   ~CpuBackend() override {
     for (auto& kv : sizes_) std::free(kv.first);
@@ -280,9 +267,41 @@ public:
   }
 
   // --- GEMM -------------------------------------------------------------------------------
+  // Splits C into row blocks (or column blocks when N is the larger side) over the
+  // OpenMP threads, each a single-threaded BLAS call. Each element of C is still one
+  // BLAS dot product over all of K, so the split does not change the summation.
   void gemm(DType dt, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K,
             double alpha, const void* A, std::int64_t lda, const void* B, std::int64_t ldb,
             double beta, void* C, std::int64_t ldc) override {
+    const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+    if (threads_ == 1 || omp_in_parallel() || flops < 4e6) {
+      gemm_serial(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+    }
+    const bool split_rows = M >= N;
+    const std::int64_t extent = split_rows ? M : N;
+    const std::int64_t parts = std::min<std::int64_t>(threads_, (extent + 15) / 16);
+    const std::int64_t step = ((extent + parts - 1) / parts + 15) / 16 * 16;
+#pragma omp parallel for num_threads(threads_) schedule(static, 1)
+    for (std::int64_t q = 0; q < parts; ++q) {
+      const std::int64_t lo = q * step, hi = std::min(extent, lo + step);
+      if (lo >= hi) continue;
+      if (split_rows) {
+        // Rows lo..hi of op(A): row offset when A is [M,K], column offset when [K,M].
+        const void* a = offset(A, dt, ta ? lo : lo * lda);
+        gemm_serial(dt, ta, tb, hi - lo, N, K, alpha, a, lda, B, ldb, beta,
+                    offset(C, dt, lo * ldc), ldc);
+      } else {
+        // Columns lo..hi of op(B): column offset when B is [K,N], row offset when [N,K].
+        const void* b = offset(B, dt, tb ? lo * ldb : lo);
+        gemm_serial(dt, ta, tb, M, hi - lo, K, alpha, A, lda, b, ldb, beta,
+                    offset(C, dt, lo), ldc);
+      }
+    }
+  }
+  void gemm_serial(DType dt, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K,
+                   double alpha, const void* A, std::int64_t lda, const void* B,
+                   std::int64_t ldb, double beta, void* C, std::int64_t ldc) {
     if (M == 0 || N == 0) return;
     const int m = to_blas_int(M, "M"), n = to_blas_int(N, "N"), k = to_blas_int(K, "K");
     const int la = to_blas_int(lda, "lda"), lb = to_blas_int(ldb, "ldb"),
@@ -546,7 +565,6 @@ public:
       using T = decltype(tag);
       const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C;
       const double scale = 1.0 / std::sqrt(static_cast<double>(s.HS));
-      BlasSingleThreaded single(threads_);
 #pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
       for (std::int64_t bh = 0; bh < s.B * s.NH; ++bh) {
         const std::int64_t b = bh / s.NH, h = bh % s.NH;
@@ -587,7 +605,6 @@ public:
       const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C;
       const T sc = static_cast<T>(1.0 / std::sqrt(static_cast<double>(s.HS)));
       std::vector<T>& work = scratch<T>(static_cast<std::size_t>(threads_ * T_ * T_));
-      BlasSingleThreaded single(threads_);
 #pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
       for (std::int64_t bh = 0; bh < s.B * s.NH; ++bh) {
         const std::int64_t b = bh / s.NH, h = bh % s.NH;
