@@ -21,6 +21,9 @@
 //   gradients are always added into (the model zeroes a bucket's gradient first), so a
 //   tied weight or a bucket shared by several uses accumulates correctly.
 // - Inputs and outputs of one call never alias unless the comment allows it.
+// - Threads: allocate/deallocate and the byte counters may be called from any host thread;
+//   kernels and copies on one Backend object must come from one host thread at a time
+//   (the CPU backend keeps per-object scratch and runs its own OpenMP threads inside).
 #include <cstddef>
 #include <cstdint>
 #include <memory>
