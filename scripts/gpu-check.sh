@@ -5,7 +5,8 @@
 #   bash scripts/gpu-check.sh
 # 1. unpacks the runtime bundle and finds the machine's NCCL/cuBLAS/cudart;
 # 2. runs the device tests (every kernel on CUDA against float64 references and against
-#    the CPU backend) and the staged-collectives test at 2 and 4 ranks on the one GPU;
+#    the CPU backend), the model test (whole GPT/BERT passes on CUDA against the CPU's
+#    f64), and the staged-collectives test at 2 and 4 ranks on the one GPU;
 # 3. benchmarks mics-train on one GPU: GPT-2 124M and a 1.3B GPT at sequence 1024, bf16;
 # 4. runs MiCS on 1, 2 and 4 ranks sharing the GPU through the host-staged path
 #    (--comm mpi) and checks the 2- and 4-rank losses against the 1-rank run;
@@ -62,7 +63,7 @@ export LD_LIBRARY_PATH=$MPI_BUNDLE_DIR/lib${LIBS:+:$LIBS}${LD_LIBRARY_PATH:+:$LD
 GPU=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -n 1)
 note "date $(date -u +%Y-%m-%dT%H:%M:%SZ), GPU: ${GPU:-unknown (nvidia-smi failed)}, commit $(cat .gpu/commit 2>/dev/null || echo ?)"
 note "CUDA libraries from: ${LIBS:-none}"
-for prog in test_device_kernels test_device_cuda test_staged_collectives mics-train; do
+for prog in test_device_kernels test_device_cuda test_staged_collectives test_model_transformer mics-train; do
   [ -x "$MPI_BUNDLE_DIR/bin/$prog" ] || continue
   missing=$(LD_LIBRARY_PATH=$MPI_BUNDLE_DIR/usr/lib/x86_64-linux-gnu:$MPI_BUNDLE_DIR/usr/lib/x86_64-linux-gnu/pmix2/lib:$LD_LIBRARY_PATH \
             ldd "$MPI_BUNDLE_DIR/bin/$prog" | grep 'not found')
@@ -70,7 +71,14 @@ for prog in test_device_kernels test_device_cuda test_staged_collectives mics-tr
 done
 
 # --- 2. device tests ----------------------------------------------------------------------
-for t in test_device_kernels test_device_cuda; do
+# The model test reads its presets from the source path it was built in: make that path
+# lead here when it does not exist on this machine.
+SRC=$(cat .gpu/source-dir 2>/dev/null || true)
+if [ -n "$SRC" ] && [ "$SRC" != "$ROOT" ] && [ ! -e "$SRC" ]; then
+  mkdir -p "$(dirname "$SRC")" 2>/dev/null && ln -s "$ROOT" "$SRC" 2>/dev/null ||
+    note "cannot link $SRC to $ROOT: test_model_transformer may not find its presets"
+fi
+for t in test_device_kernels test_device_cuda test_model_transformer; do
   if [ ! -x "$MPI_BUNDLE_DIR/bin/$t" ]; then fail "$t not in the bundle"; ROWS+=("$t|1|-|-|-|-|-|MISSING"); continue; fi
   s=$(date +%s)
   timeout 120 $RUN "$t" --color_output=no --report_level=short > "$RES/$t.log" 2>&1

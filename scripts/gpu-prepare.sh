@@ -28,7 +28,7 @@ cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DMICS_ENABLE_CUDA=ON \
   { tail -20 "$B/configure.log"; echo "gpu-prepare: cmake configure failed" >&2; exit 1; }
 
 # What the check runs: the device tests and mics-train (when the app exists yet).
-TARGETS="test_device_kernels test_device_cuda test_staged_collectives"
+TARGETS="test_device_kernels test_device_cuda test_staged_collectives test_model_transformer"
 HAVE_TRAIN=0
 cmake --build "$B" --target help > "$B/targets.txt" 2>&1 || true
 if grep -q '^\.\.\. mics-train$' "$B/targets.txt"; then
@@ -42,7 +42,7 @@ cmake --build "$B" -j"$JOBS" --target $TARGETS
 mkdir -p .gpu
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 rm -f .gpu/bundle.tgz .gpu/extra-libs.tgz
-PROGS="$B/bin/test_device_kernels $B/bin/test_device_cuda $B/bin/test_staged_collectives"
+PROGS="$B/bin/test_device_kernels $B/bin/test_device_cuda $B/bin/test_staged_collectives $B/bin/test_model_transformer"
 [ "$HAVE_TRAIN" = 1 ] && PROGS="$PROGS $B/bin/mics-train"
 # shellcheck disable=SC2086
 sh "$BUNDLER" --tgz .gpu/bundle.tgz $PROGS | tail -3
@@ -59,6 +59,8 @@ done | sort -u | while read -r lib; do cp -L "$lib" "$X/lib/"; done
 tar -C "$X" -czf .gpu/extra-libs.tgz lib
 echo "$HAVE_TRAIN" > .gpu/have-train
 git rev-parse --short HEAD > .gpu/commit 2>/dev/null || true
+# test_model_transformer reads presets from this absolute path (MICS_SOURCE_DIR).
+echo "$ROOT" > .gpu/source-dir
 
 size=$(du -cb .gpu/bundle.tgz .gpu/extra-libs.tgz .gpu/run-in-bundle.sh | tail -1 | cut -f1)
 limit=$((60 * 1024 * 1024))
