@@ -1,12 +1,17 @@
 // mics-ckpt: look inside, check and export mics checkpoints. Runs as one process or
 // under mpirun (verify then spreads the tensors over the ranks).
+#include <boost/program_options.hpp>
 #include <cstdio>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "mics/checkpoint/checkpoint.hpp"
 #include "mics/core/error.hpp"
 #include "mics/core/mpi_env.hpp"
+#include "mics/model/config.hpp"
+#include "mics/model/layout.hpp"
 
 namespace ck = mics::checkpoint;
 
@@ -41,6 +46,27 @@ void print_block(const char* title, const std::string& text) {
     std::printf("  | %s\n", line.c_str());
     if (end == std::string::npos) break;
     pos = end + 1;
+  }
+}
+
+// The model the stored config text describes, when that text is a mics model preset
+// (inputs/models/*.cfg keys); nullopt for any other text.
+std::optional<mics::model::BucketLayout> layout_from_config(const std::string& text, std::string& name) {
+  if (text.empty()) return std::nullopt;
+  try {
+    namespace po = boost::program_options;
+    po::options_description desc;
+    mics::model::add_model_options(desc);
+    desc.add_options()("name", po::value<std::string>(), "preset name");
+    std::istringstream is(text);
+    po::variables_map vm;
+    po::store(po::parse_config_file(is, desc, true), vm);
+    po::notify(vm);
+    const auto cfg = mics::model::model_config_from_variables(vm);
+    name = vm.count("name") ? vm["name"].as<std::string>() : cfg.name;
+    return mics::model::make_layout(cfg);
+  } catch (const std::exception&) {
+    return std::nullopt;
   }
 }
 
@@ -110,8 +136,16 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cmd == "verify") {
-      const ck::VerifyReport rep = ck::verify(MPI_COMM_WORLD, path);
+      // Shapes are checked against the layout record in the file and, when the stored
+      // model config is a mics preset, against the model that config builds.
+      const ck::Info head = ck::info(MPI_COMM_WORLD, path);
+      std::string model_name;
+      const auto expected = layout_from_config(head.meta.model_config, model_name);
+      const ck::VerifyReport rep = ck::verify(MPI_COMM_WORLD, head.path, expected ? &*expected : nullptr);
       if (rank == 0) {
+        std::printf("shapes checked against: the stored layout record%s\n",
+                    expected ? (" and the stored model config (model '" + model_name + "')").c_str()
+                             : " (the stored model config is not a mics model preset)");
         for (const auto& f : rep.faults) std::printf("fault: %s: %s\n", rep.info.path.c_str(), f.c_str());
         if (rep.faults.empty())
           std::printf("ok: %s: step %lld, %zu datasets, %.1f MB checked, checksums and shapes match\n",

@@ -4,6 +4,8 @@
 //   checkpoint_tool read PATH                                    loads at every p <= W, checks bytes
 //   checkpoint_tool verify PATH                                  full checksum pass
 //   checkpoint_tool corrupt PATH OUTDIR                          bad copies of PATH for CLI tests
+//   checkpoint_tool write-model DIR PRESET [wrong-config]        a checkpoint of a real model's
+//       layout whose model_config is the preset text (or, with wrong-config, a wider model's)
 // `write` records each rank's pid in DIR.pids/ so that a test can kill the job's ranks.
 #include <hdf5.h>
 #include <unistd.h>
@@ -12,11 +14,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <regex>
 #include <string>
 
 #include "mics/checkpoint/checkpoint.hpp"
 #include "mics/core/error.hpp"
 #include "mics/core/mpi_env.hpp"
+#include "mics/model/config.hpp"
+#include "mics/model/layout.hpp"
 #include "synthetic.hpp"
 
 namespace ck = mics::checkpoint;
@@ -121,6 +127,22 @@ int main(int argc, char** argv) {
                     rep.faults.size());
       }
       return rep.faults.empty() ? 0 : 1;
+    }
+    if (cmd == "write-model") {
+      if (ac < 4) throw mics::UsageError("usage: checkpoint_tool write-model DIR PRESET [wrong-config]");
+      const auto model_layout = mics::model::make_layout(mics::model::load_model_config(av[3]));
+      std::ifstream in(av[3]);
+      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (ac > 4)  // a wider model than the tensors were made for
+        text = std::regex_replace(text, std::regex("hidden *= *[0-9]+"), "hidden = 64");
+      if (rank == 0) std::filesystem::remove_all(path);
+      MPI_Barrier(MPI_COMM_WORLD);
+      auto s = mics::test::make_state(model_layout, size, rank, true, 16, true);
+      auto meta = mics::test::synthetic_meta(1);
+      meta.model_config = text;
+      const std::string file = ck::save(path, s->st, meta, 0);
+      if (rank == 0) std::printf("saved %s\n", file.c_str());
+      return 0;
     }
     if (cmd == "corrupt") {
       if (ac < 4) throw mics::UsageError("usage: checkpoint_tool corrupt PATH OUTDIR");
