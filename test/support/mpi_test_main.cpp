@@ -17,9 +17,17 @@ int main(int argc, char** argv) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
 
-  std::vector<char*> args(argv, argv + argc);
+  // Ranks other than 0 report nothing and log only errors. A level given on the command
+  // line is dropped there: Boost rejects a repeated option, and one rank leaving early
+  // would leave the others waiting in their first collective.
   static char quiet_report[] = "--report_level=no";
   static char quiet_log[] = "--log_level=error";
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    const bool level = std::strncmp(argv[i], "--report_level", 14) == 0 ||
+                       std::strncmp(argv[i], "--log_level", 11) == 0;
+    if (rank == 0 || i == 0 || !level) args.push_back(argv[i]);
+  }
   if (rank != 0) {
     args.push_back(quiet_report);
     args.push_back(quiet_log);

@@ -1,0 +1,575 @@
+#include "mics/engine/engine.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <deque>
+#include <sstream>
+
+#include "mics/core/check.hpp"
+#include "mics/core/error.hpp"
+#include "mics/layout/plan.hpp"
+#include "mics/model/layout.hpp"
+#include "mics/model/masking.hpp"
+
+namespace mics::engine {
+
+using device::DType;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Host scalars are summed with MPI on the group's communicator, whatever carries the
+// bulk data (NCCL works on device memory only).
+void sum_host(double* values, int n, comm::Group& group) {
+  if (group.size() == 1) return;
+  MICS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, values, n, MPI_DOUBLE, MPI_SUM, group.comm()));
+}
+
+// One contiguous range of a shard whose elements share a weight-decay setting.
+struct Segment {
+  std::int64_t begin = 0, count = 0;
+  bool decay = true;
+};
+
+std::vector<Segment> shard_segments(const model::BucketSpec& bucket, const model::Sharding& sh,
+                                    int q) {
+  std::vector<Segment> out;
+  const std::size_t lo = sh.begin(q), hi = lo + sh.valid(q);
+  for (const auto& t : bucket.tensors) {
+    const std::size_t a = std::max(lo, t.offset), b = std::min(hi, t.offset + t.count);
+    if (a >= b) continue;
+    const auto begin = static_cast<std::int64_t>(a - lo), count = static_cast<std::int64_t>(b - a);
+    if (!out.empty() && out.back().decay == t.weight_decay &&
+        out.back().begin + out.back().count == begin)
+      out.back().count += count;
+    else
+      out.push_back({begin, count, t.weight_decay});
+  }
+  return out;
+}
+
+}  // namespace
+
+int partition_size_for(Strategy s, int partition_size, int world_size) {
+  switch (s) {
+    case Strategy::ddp: return 1;
+    case Strategy::zero2:
+    case Strategy::zero3: return world_size;
+    case Strategy::mics: break;
+  }
+  MICS_ASSERT(partition_size > 0, "mics needs a resolved partition size");
+  return partition_size;
+}
+
+bool persistent_parameters(Strategy s) { return s == Strategy::ddp || s == Strategy::zero2; }
+
+int auto_partition_size(const model::ModelConfig& model, int world_size, int ranks_per_node,
+                        DType compute, std::size_t memory_bytes) {
+  const auto layout = model::make_layout(model);
+  std::size_t largest = 0;
+  for (const auto& b : layout.buckets) largest = std::max(largest, b.count);
+  const double params = static_cast<double>(layout.parameter_count());
+  const double cbytes = static_cast<double>(device::dtype_size(compute));
+  // master + m + v + fp32 gradient accumulator; a separate compute shard when not fp32.
+  const double per_param = 16.0 + (compute == DType::f32 ? 0.0 : cbytes);
+  const double working = 2.0 * static_cast<double>(largest) * cbytes * 2.0;  // params + grads
+  for (int p = 1; p <= world_size; ++p) {
+    if (world_size % p != 0) continue;
+    if (p >= ranks_per_node ? p % ranks_per_node != 0 : ranks_per_node % p != 0) continue;
+    if (per_param * params / p + working <= static_cast<double>(memory_bytes)) return p;
+  }
+  std::ostringstream os;
+  os.precision(3);
+  os << "--partition-size auto: the model's states need "
+     << (per_param * params / world_size + working) / (1024.0 * 1024 * 1024)
+     << " GiB per rank even when sharded over all " << world_size << " ranks, more than the "
+     << static_cast<double>(memory_bytes) / (1024.0 * 1024 * 1024)
+     << " GiB available; use more ranks, a smaller model, or a larger --memory-per-rank";
+  throw UsageError(os.str());
+}
+
+// ---------------------------------------------------------------------------------------
+struct Engine::Impl {
+  // A gathered (or persistent) compute copy of one bucket.
+  struct ParamSlot {
+    device::Buffer buf;     // padded bucket, compute type
+    int bucket = -1;        // -1: free
+    comm::Request gather;   // in flight until waited
+  };
+  // A bucket's gradient on its way through the reduce-scatter.
+  struct GradSlot {
+    device::Buffer grads;   // padded bucket, compute type (the model writes here)
+    device::Buffer send;    // padded bucket, reduce type (when it differs from compute)
+    device::Buffer recv;    // chunk, reduce type
+    int bucket = -1;
+    double weight = 0;
+    comm::Request reduce;
+  };
+
+  model::ModelConfig mc;
+  TrainConfig cfg;
+  device::Backend& be;
+  comm::Collectives& coll;
+  comm::ProcessGroups& groups;
+  DType dt, rdt, mdt;  // compute, gradient reduction, model states
+  model::BucketLayout layout;
+  int p = 1, q = 0, world = 1, rank = 0;
+  bool persistent = false;
+  bool hierarchical = false;
+  std::vector<model::Sharding> shard;
+  std::vector<std::vector<Segment>> segments;
+
+  // Model states of shard q, fp32.
+  std::vector<device::Buffer> master, adam_m, adam_v, grad_acc;
+  std::vector<device::Buffer> compute_shard;   // only when dt != f32
+  std::vector<device::Buffer> persistent_copy; // ddp / zero2
+  std::vector<ParamSlot> param_slots;
+  std::vector<ParamSlot*> gathered;            // by bucket: the slot holding it, or null
+  std::vector<GradSlot> grad_slots;
+  std::deque<GradSlot*> reducing;              // in flight, oldest first
+  CommTime exposed;
+
+  Impl(const model::ModelConfig& m, const TrainConfig& c, device::Backend& b,
+       comm::Collectives& co, comm::ProcessGroups& g, DType compute, DType reduce, DType states)
+      : mc(m), cfg(c), be(b), coll(co), groups(g), dt(compute), rdt(reduce), mdt(states) {}
+
+  std::size_t padded(int b) const { return shard[static_cast<std::size_t>(b)].padded(); }
+  std::size_t chunk(int b) const { return shard[static_cast<std::size_t>(b)].chunk; }
+  int buckets() const { return static_cast<int>(layout.buckets.size()); }
+
+  const void* shard_source(int b) const {
+    return dt == mdt ? master[static_cast<std::size_t>(b)].get()
+                            : compute_shard[static_cast<std::size_t>(b)].get();
+  }
+
+  // --- parameters ------------------------------------------------------------------------
+  // Start gathering bucket b into a free slot (no-op when persistent or already there).
+  void start_gather(int b) {
+    if (persistent || gathered[static_cast<std::size_t>(b)] != nullptr) return;
+    ParamSlot* slot = nullptr;
+    for (auto& s : param_slots)
+      if (s.bucket < 0) { slot = &s; break; }
+    MICS_ASSERT(slot != nullptr, "no free parameter slot: the schedule holds too many buckets");
+    slot->bucket = b;
+    gathered[static_cast<std::size_t>(b)] = slot;
+    void* own = device::offset(slot->buf.get(), dt, static_cast<std::int64_t>(shard[static_cast<std::size_t>(b)].begin(q)));
+    be.copy(own, shard_source(b), chunk(b) * device::dtype_size(dt));
+    slot->gather = coll.gather_partition(slot->buf.get(), chunk(b), dt, groups, hierarchical);
+  }
+
+  const void* params(int b) {
+    if (persistent) return persistent_copy[static_cast<std::size_t>(b)].get();
+    if (gathered[static_cast<std::size_t>(b)] == nullptr) start_gather(b);
+    ParamSlot* slot = gathered[static_cast<std::size_t>(b)];
+    if (!slot->gather.done()) {
+      const auto t0 = Clock::now();
+      slot->gather.wait();
+      exposed.gather += seconds_since(t0);
+    }
+    return slot->buf.get();
+  }
+
+  void release(int b) {
+    if (persistent) return;
+    ParamSlot* slot = gathered[static_cast<std::size_t>(b)];
+    if (slot == nullptr) return;
+    slot->gather.wait();
+    slot->bucket = -1;
+    gathered[static_cast<std::size_t>(b)] = nullptr;
+  }
+
+  // --- gradients -----------------------------------------------------------------------
+  GradSlot& acquire_grad(int b) {
+    for (;;) {
+      for (auto& s : grad_slots)
+        if (s.bucket < 0) {
+          s.bucket = b;
+          // Padding past the bucket's parameters is never written by the model; keep it 0
+          // so the reduce-scatter carries zeros there.
+          const auto n = static_cast<std::int64_t>(layout.buckets[static_cast<std::size_t>(b)].count);
+          const auto pad = static_cast<std::int64_t>(padded(b)) - n;
+          if (pad > 0) be.fill(dt, device::offset(s.grads.get(), dt, n), pad, 0.0);
+          return s;
+        }
+      MICS_ASSERT(!reducing.empty(), "no gradient slot free and none in flight");
+      finish_oldest_reduce();
+    }
+  }
+
+  void start_reduce(GradSlot& s, double weight) {
+    s.weight = weight;
+    const int b = s.bucket;
+    const void* send = s.grads.get();
+    if (rdt != dt) {
+      be.cast(rdt, s.send.get(), dt, s.grads.get(), static_cast<std::int64_t>(padded(b)));
+      send = s.send.get();
+    }
+    s.reduce = coll.reduce_scatter_partition(send, s.recv.get(), chunk(b), rdt, groups, hierarchical);
+    reducing.push_back(&s);
+  }
+
+  void finish_oldest_reduce() {
+    GradSlot& s = *reducing.front();
+    reducing.pop_front();
+    const auto t0 = Clock::now();
+    s.reduce.wait();
+    exposed.reduce += seconds_since(t0);
+    const int b = s.bucket;
+    const auto n = static_cast<std::int64_t>(chunk(b));
+    if (cfg.grad_sync == GradSync::every_micro_step && groups.replication().size() > 1) {
+      const auto t1 = Clock::now();
+      coll.all_reduce(s.recv.get(), chunk(b), rdt, groups.replication()).wait();
+      exposed.sync += seconds_since(t1);
+    }
+    be.accumulate(mdt, grad_acc[static_cast<std::size_t>(b)].get(), rdt, s.recv.get(), n,
+                  s.weight);
+    s.bucket = -1;
+  }
+
+  void finish_all_reduces() {
+    while (!reducing.empty()) finish_oldest_reduce();
+  }
+
+  // --- one micro-step ----------------------------------------------------------------------
+  // Forward (and backward when `weight` > 0 is wanted) of the batch already set on `tm`.
+  double forward(model::Transformer& tm, bool prefetch) {
+    const int L = static_cast<int>(mc.layers);
+    const int last = model::final_norm_bucket(mc);
+    start_gather(model::kEmbeddingBucket);
+    if (prefetch) start_gather(model::block_bucket(0));
+    tm.embed_forward(params(model::kEmbeddingBucket));
+    for (int i = 0; i < L; ++i) {
+      const int b = model::block_bucket(i);
+      const void* P = params(b);
+      if (prefetch) start_gather(b + 1);  // the next block, or ln_f after the last one
+      tm.block_forward(i, P);
+      release(b);
+    }
+    return tm.head_forward(params(last), params(model::kEmbeddingBucket));
+  }
+
+  void backward(model::Transformer& tm, bool prefetch, double weight) {
+    const int L = static_cast<int>(mc.layers);
+    const int last = model::final_norm_bucket(mc);
+    GradSlot& g0 = acquire_grad(model::kEmbeddingBucket);
+    GradSlot& gf = acquire_grad(last);
+    if (prefetch && L > 0) start_gather(model::block_bucket(L - 1));
+    tm.head_backward(params(last), params(model::kEmbeddingBucket), gf.grads.get(), g0.grads.get());
+    release(last);
+    start_reduce(gf, weight);
+    for (int i = L - 1; i >= 0; --i) {
+      const int b = model::block_bucket(i);
+      const void* P = params(b);
+      if (prefetch && i > 0) start_gather(b - 1);
+      GradSlot& g = acquire_grad(b);
+      tm.block_backward(i, P, g.grads.get());
+      release(b);
+      start_reduce(g, weight);
+    }
+    tm.embed_backward(params(model::kEmbeddingBucket), g0.grads.get());
+    release(model::kEmbeddingBucket);
+    start_reduce(g0, weight);
+  }
+
+  // --- the optimizer step ---------------------------------------------------------------------
+  void refresh_compute() {
+    for (int b = 0; b < buckets(); ++b) {
+      const auto ub = static_cast<std::size_t>(b);
+      if (dt != mdt)
+        be.cast(dt, compute_shard[ub].get(), mdt, master[ub].get(),
+                static_cast<std::int64_t>(chunk(b)));
+      if (!persistent) continue;
+      void* own = device::offset(persistent_copy[ub].get(), dt,
+                                 static_cast<std::int64_t>(shard[ub].begin(q)));
+      be.copy(own, shard_source(b), chunk(b) * device::dtype_size(dt));
+      if (p > 1) coll.gather_partition(persistent_copy[ub].get(), chunk(b), dt, groups, hierarchical).wait();
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+Engine::Engine(const model::ModelConfig& model, const TrainConfig& cfg, device::Backend& backend,
+               comm::Collectives& collectives, comm::ProcessGroups& groups, DType compute,
+               DType reduce, DType states)
+    : impl_(std::make_unique<Impl>(model, cfg, backend, collectives, groups, compute, reduce,
+                                   states)) {
+  Impl& m = *impl_;
+  m.world = groups.world().size();
+  m.rank = groups.world().rank();
+  m.p = groups.partition().size();
+  m.q = groups.partition().rank();
+  p_ = m.p;
+  const int expected = partition_size_for(cfg.strategy, cfg.partition_size, m.world);
+  if (expected != m.p)
+    throw UsageError("internal layout mismatch: strategy " + std::string(to_string(cfg.strategy)) +
+                     " needs partition groups of " + std::to_string(expected) + " ranks, the groups have " +
+                     std::to_string(m.p));
+  m.persistent = persistent_parameters(cfg.strategy);
+  m.hierarchical = cfg.hierarchical;
+  accumulation_ = accumulation_steps(cfg, m.world);
+  if (states != DType::f32 && states != DType::f64)
+    throw UsageError(std::string("model states must be f32 or f64, not ") + device::dtype_name(states));
+  if (!backend.supports(compute))
+    throw UsageError(std::string("the ") + backend.name() + " backend cannot compute in " +
+                     device::dtype_name(compute));
+
+  model_ = std::make_unique<model::Transformer>(model, backend, compute, cfg.micro_batch);
+  m.layout = model_->layout();
+  const int nb = m.buckets();
+  m.shard.resize(static_cast<std::size_t>(nb));
+  m.segments.resize(static_cast<std::size_t>(nb));
+  std::size_t largest = 0, largest_chunk = 0;
+  for (int b = 0; b < nb; ++b) {
+    const auto ub = static_cast<std::size_t>(b);
+    m.shard[ub] = model::shard_bucket(m.layout.buckets[ub].count, m.p);
+    m.segments[ub] = shard_segments(m.layout.buckets[ub], m.shard[ub], m.q);
+    largest = std::max(largest, m.shard[ub].padded());
+    largest_chunk = std::max(largest_chunk, m.shard[ub].chunk);
+  }
+
+  // Model states of shard q, initialised from the seed so that every layout starts from
+  // the same model.
+  const std::size_t sb = device::dtype_size(states);
+  std::vector<double> host;
+  for (int b = 0; b < nb; ++b) {
+    const auto ub = static_cast<std::size_t>(b);
+    const std::size_t c = m.shard[ub].chunk;
+    for (auto* v : {&m.master, &m.adam_m, &m.adam_v, &m.grad_acc}) {
+      v->emplace_back(backend, c * sb);
+      backend.fill(states, v->back().get(), static_cast<std::int64_t>(c), 0.0);
+    }
+    state_bytes_ += 4 * c * sb;
+    host.assign(c, 0.0);
+    const std::size_t valid = m.shard[ub].valid(m.q);
+    if (valid > 0)
+      model::init_bucket(model, m.layout, b, m.shard[ub].begin(m.q), valid, states, host.data(),
+                         cfg.seed);
+    backend.copy_to_device(m.master[ub].get(), host.data(), c * sb);
+    if (compute != states) {
+      m.compute_shard.emplace_back(backend, compute, static_cast<std::int64_t>(c));
+      state_bytes_ += c * device::dtype_size(compute);
+    }
+    if (m.persistent) {
+      m.persistent_copy.emplace_back(backend, compute, static_cast<std::int64_t>(m.shard[ub].padded()));
+      state_bytes_ += m.shard[ub].padded() * device::dtype_size(compute);
+    }
+  }
+
+  const std::size_t cb = device::dtype_size(compute), rb = device::dtype_size(reduce);
+  if (!m.persistent) {
+    // Embeddings (held through the micro-step), the current bucket, the prefetched one,
+    // and ln_f alongside the last block at the turn from forward to backward.
+    m.param_slots.resize(4);
+    for (auto& s : m.param_slots) {
+      s.buf = device::Buffer(backend, largest * cb);
+      working_bytes_ += largest * cb;
+    }
+  }
+  m.gathered.assign(static_cast<std::size_t>(nb), nullptr);
+  // The embeddings' gradient lives through the whole backward pass; the others overlap
+  // their reduce-scatter with the next block's backward.
+  m.grad_slots.resize(4);
+  for (auto& s : m.grad_slots) {
+    s.grads = device::Buffer(backend, largest * cb);
+    if (reduce != compute) s.send = device::Buffer(backend, largest * rb);
+    s.recv = device::Buffer(backend, largest_chunk * rb);
+    working_bytes_ += largest * cb + (reduce != compute ? largest * rb : 0) + largest_chunk * rb;
+  }
+  m.refresh_compute();
+}
+
+Engine::~Engine() {
+  if (impl_) {
+    // Never leave collectives in flight behind freed buffers.
+    for (auto& s : impl_->param_slots) s.gather.wait();
+    impl_->finish_all_reduces();
+  }
+}
+
+const model::BucketLayout& Engine::layout() const { return impl_->layout; }
+
+StepResult Engine::train_step(const data::Dataset& data) {
+  Impl& m = *impl_;
+  const auto t0 = Clock::now();
+  m.exposed = CommTime{};
+  const int T = static_cast<int>(m.mc.seq);
+  const int A = accumulation_;
+  const std::int64_t mb = m.cfg.micro_batch;
+  const data::BatchLayout bl{m.cfg.global_batch, m.world, m.cfg.micro_batch};
+
+  // This rank's micro-batches, then the global count of predicted tokens, so that each
+  // micro-batch's mean-loss gradient is weighted by its share of the global batch.
+  const std::size_t per = static_cast<std::size_t>(mb * T);
+  std::vector<std::int32_t> tokens(per * static_cast<std::size_t>(A)), targets(tokens.size());
+  double counted[2] = {0, 0};  // {this rank's counted tokens, loss sum}
+  std::vector<std::int64_t> count_of(static_cast<std::size_t>(A));
+  for (int a = 0; a < A; ++a) {
+    std::int32_t* tk = tokens.data() + per * static_cast<std::size_t>(a);
+    std::int32_t* tg = targets.data() + per * static_cast<std::size_t>(a);
+    data::fill_micro_batch(data, m.cfg.seed, step_, bl, m.rank, a, T, tk, tg);
+    if (m.mc.variant == model::Variant::bert) {
+      const std::vector<std::int32_t> raw(tk, tk + per);
+      model::bert_mask(raw.data(), mb, T, m.mc.vocab,
+                       data::mix3(m.cfg.seed, static_cast<std::uint64_t>(step_), 0x6d61736bULL),
+                       bl.sequence_index(m.rank, a, 0), tk, tg);
+    }
+    std::int64_t n = 0;
+    for (std::size_t i = 0; i < per; ++i) n += tg[i] >= 0 ? 1 : 0;
+    count_of[static_cast<std::size_t>(a)] = n;
+    counted[0] += static_cast<double>(n);
+  }
+  sum_host(counted, 1, m.groups.world());
+  const double total = counted[0];
+
+  double loss_sum = 0;
+  for (int a = 0; a < A; ++a) {
+    model_->set_batch(tokens.data() + per * static_cast<std::size_t>(a),
+                      targets.data() + per * static_cast<std::size_t>(a));
+    const double loss = m.forward(*model_, m.cfg.prefetch);
+    const double weight = total > 0 ? static_cast<double>(count_of[static_cast<std::size_t>(a)]) / total : 0.0;
+    loss_sum += loss * weight;
+    m.backward(*model_, m.cfg.prefetch, weight);
+  }
+  m.finish_all_reduces();
+
+  // Hop 2: gradients cross partition groups once per optimizer step.
+  if (m.cfg.grad_sync == GradSync::two_hop && m.groups.replication().size() > 1) {
+    const auto t1 = Clock::now();
+    std::vector<comm::Request> sync;
+    for (int b = 0; b < m.buckets(); ++b)
+      sync.push_back(m.coll.all_reduce(m.grad_acc[static_cast<std::size_t>(b)].get(), m.chunk(b),
+                                       m.mdt, m.groups.replication()));
+    for (auto& r : sync) r.wait();
+    m.exposed.sync += seconds_since(t1);
+  }
+
+  // Global gradient norm: replicas hold identical shards, so the partition group's shards
+  // cover the model exactly once. The loss is summed over the world at the same time.
+  double norm2 = 0;
+  for (int b = 0; b < m.buckets(); ++b)
+    norm2 += m.be.sum_squares(m.mdt, m.grad_acc[static_cast<std::size_t>(b)].get(),
+                              static_cast<std::int64_t>(m.chunk(b)));
+  sum_host(&norm2, 1, m.groups.partition());
+  sum_host(&loss_sum, 1, m.groups.world());
+  const double norm = std::sqrt(norm2);
+  const double clip = m.cfg.optimizer.grad_clip > 0 && norm > m.cfg.optimizer.grad_clip
+                          ? m.cfg.optimizer.grad_clip / (norm + 1e-6)
+                          : 1.0;
+
+  const double lr = learning_rate(m.cfg.optimizer, step_, m.cfg.steps);
+  device::AdamWParams hp;
+  hp.lr = lr;
+  hp.beta1 = m.cfg.optimizer.beta1;
+  hp.beta2 = m.cfg.optimizer.beta2;
+  hp.eps = m.cfg.optimizer.eps;
+  hp.grad_scale = clip;
+  hp.step = step_ + 1;
+  for (int b = 0; b < m.buckets(); ++b) {
+    const auto ub = static_cast<std::size_t>(b);
+    for (const Segment& s : m.segments[ub]) {
+      hp.weight_decay = s.decay ? m.cfg.optimizer.weight_decay : 0.0;
+      m.be.adamw(m.mdt, device::offset(m.master[ub].get(), m.mdt, s.begin),
+                 device::offset(m.adam_m[ub].get(), m.mdt, s.begin),
+                 device::offset(m.adam_v[ub].get(), m.mdt, s.begin), m.mdt,
+                 device::offset(m.grad_acc[ub].get(), m.mdt, s.begin), s.count, hp);
+    }
+    m.be.fill(m.mdt, m.grad_acc[ub].get(), static_cast<std::int64_t>(m.chunk(b)), 0.0);
+  }
+  m.refresh_compute();
+  m.be.synchronize();
+  ++step_;
+
+  StepResult r;
+  r.step = step_;
+  r.loss = loss_sum;
+  r.grad_norm = norm;
+  r.lr = lr;
+  r.tokens = m.cfg.global_batch * m.mc.seq;
+  r.exposed = m.exposed;
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+double Engine::evaluate(const data::Dataset& data, std::int64_t batches) {
+  Impl& m = *impl_;
+  const int T = static_cast<int>(m.mc.seq);
+  const data::BatchLayout bl{m.cfg.global_batch, m.world, m.cfg.micro_batch};
+  const std::size_t per = static_cast<std::size_t>(m.cfg.micro_batch) * static_cast<std::size_t>(T);
+  std::vector<std::int32_t> tokens(per), targets(per), raw(per);
+  double sums[2] = {0, 0};  // {loss x count, count}
+  for (std::int64_t e = 0; e < batches; ++e)
+    for (int a = 0; a < accumulation_; ++a) {
+      data::fill_eval_micro_batch(data, e, bl, m.rank, a, T, tokens.data(), targets.data());
+      if (m.mc.variant == model::Variant::bert) {
+        raw = tokens;
+        model::bert_mask(raw.data(), m.cfg.micro_batch, T, m.mc.vocab, 0x6576616cULL,
+                         e * m.cfg.global_batch + bl.sequence_index(m.rank, a, 0), tokens.data(),
+                         targets.data());
+      }
+      model_->set_batch(tokens.data(), targets.data());
+      const double loss = m.forward(*model_, m.cfg.prefetch);
+      for (int b = 0; b < m.buckets(); ++b) m.release(b);
+      const auto n = static_cast<double>(model_->counted_tokens());
+      sums[0] += loss * n;
+      sums[1] += n;
+    }
+  sum_host(sums, 2, m.groups.world());
+  return sums[1] > 0 ? sums[0] / sums[1] : 0.0;
+}
+
+ShardState Engine::shard_state() {
+  Impl& m = *impl_;
+  MICS_ASSERT(m.mdt == DType::f32, "checkpoints hold fp32 model states");
+  ShardState s;
+  s.sharding = m.shard;
+  s.shard_index = m.q;
+  for (int b = 0; b < m.buckets(); ++b) {
+    const auto ub = static_cast<std::size_t>(b);
+    s.master.push_back(m.master[ub].as<float>());
+    s.adam_m.push_back(m.adam_m[ub].as<float>());
+    s.adam_v.push_back(m.adam_v[ub].as<float>());
+  }
+  return s;
+}
+
+void Engine::refresh_compute_copies() { impl_->refresh_compute(); }
+
+std::vector<double> Engine::master_shard_f64(int bucket) {
+  Impl& m = *impl_;
+  const std::size_t n = m.chunk(bucket);
+  std::vector<double> out(n);
+  if (m.mdt == DType::f64) {
+    m.be.copy_to_host(out.data(), m.master[static_cast<std::size_t>(bucket)].get(), n * sizeof(double));
+  } else {
+    std::vector<float> f(n);
+    m.be.copy_to_host(f.data(), m.master[static_cast<std::size_t>(bucket)].get(), n * sizeof(float));
+    std::copy(f.begin(), f.end(), out.begin());
+  }
+  return out;
+}
+
+std::vector<float> Engine::master_shard(int bucket) {
+  const std::vector<double> d = master_shard_f64(bucket);
+  return std::vector<float>(d.begin(), d.end());
+}
+
+std::vector<double> Engine::gather_bucket(int bucket) {
+  Impl& m = *impl_;
+  const auto ub = static_cast<std::size_t>(bucket);
+  std::vector<double> all(m.shard[ub].padded());
+  const std::vector<double> mine = master_shard_f64(bucket);
+  std::copy(mine.begin(), mine.end(), all.begin() + static_cast<std::ptrdiff_t>(m.shard[ub].begin(m.q)));
+  if (m.p > 1)
+    MICS_CHECK_MPI(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, all.data(),
+                                 static_cast<int>(m.chunk(bucket)), MPI_DOUBLE,
+                                 m.groups.partition().comm()));
+  all.resize(m.layout.buckets[ub].count);
+  return all;
+}
+
+}  // namespace mics::engine
