@@ -381,13 +381,14 @@ public:
     const std::int64_t h = static_cast<std::int64_t>(kAttnScratch / std::max<std::size_t>(per_head, 1));
     return std::clamp<std::int64_t>(h, 1, s.NH);
   }
-  // MICS_ATTENTION=flash selects the fused forward kernel (flash_attention.cu) for bf16
-  // with head size 64 or 128; the default stays the GEMM path until the fused kernel has
+  // MICS_ATTENTION=flash selects the fused kernels (flash_attention.cu) for bf16 with head
+  // size 64 or 128, forward and backward; the default stays the GEMM path until they have
   // been checked on a GPU (test_device_cuda runs both).
   static bool use_flash_forward() {
     const char* e = std::getenv("MICS_ATTENTION");
     return e != nullptr && std::string(e) == "flash";
   }
+  static bool use_flash_backward() { return use_flash_forward(); }
   std::size_t attention_saved_bytes(DType, const AttentionShape& s) const override {
     return sizeof(float) * static_cast<std::size_t>(s.B * s.NH * s.T);
   }
@@ -422,12 +423,20 @@ public:
     check_dt("attention_backward", dt);
     const std::int64_t T = s.T, HS = s.HS, C = s.NH * HS, C3 = 3 * C;
     if (s.B * T * C == 0) return;
+    const float* lse = static_cast<const float*>(saved);
+    if (dt == DType::bf16 && use_flash_backward() && (HS == 64 || HS == 128)) {
+      float* Dall = static_cast<float*>(get(8, sizeof(float) * s.B * s.NH * T));
+      for (std::int64_t b = 0; b < s.B; ++b)
+        launch_attention_rowdot(dt, Dall + b * s.NH * T, offset(dout, dt, b * T * C),
+                                offset(out, dt, b * T * C), T, 0, s.NH, HS, C, cs());
+      if (flash_attention_backward(dqkv, dout, qkv, lse, Dall, s.B, T, s.NH, HS, s.causal, cs()))
+        return;
+    }
     const double sc = 1.0 / std::sqrt(static_cast<double>(HS));
     const std::int64_t hc = heads_per_chunk(dt, s);
     float* S = static_cast<float*>(get(6, sizeof(float) * hc * T * T));
     void* P = get(7, dtype_size(dt) * hc * T * T);
     float* D = static_cast<float*>(get(8, sizeof(float) * hc * T));
-    const float* lse = static_cast<const float*>(saved);
     for (std::int64_t b = 0; b < s.B; ++b)
       for (std::int64_t h0 = 0; h0 < s.NH; h0 += hc) {
         const std::int64_t nh = std::min(hc, s.NH - h0);

@@ -168,5 +168,10 @@ void launch_softmax_backward(DType dt, void* P_dS, const float* dP, const float*
 bool flash_attention_forward(void* out, float* lse, const void* qkv, std::int64_t B,
                              std::int64_t T, std::int64_t NH, std::int64_t HS, bool causal,
                              cudaStream_t s);
+// Same conditions (dout 16-byte aligned too): writes dqkv [B,T,3C] from dout, qkv, the
+// forward's lse [B,NH,T] and Dvec [B,NH,T] = rowsum(dout * out) per head.
+bool flash_attention_backward(void* dqkv, const void* dout, const void* qkv, const float* lse,
+                              const float* Dvec, std::int64_t B, std::int64_t T,
+                              std::int64_t NH, std::int64_t HS, bool causal, cudaStream_t s);
 
 }  // namespace mics::device::cuda
