@@ -60,6 +60,13 @@ for lib in libnccl.so.2 libcublas.so.13 libcublasLt.so.13 libcudart.so.13; do
   case ":$LIBS:" in *":$d:"*) ;; *) LIBS=${LIBS:+$LIBS:}$d ;; esac
 done
 export LD_LIBRARY_PATH=$MPI_BUNDLE_DIR/lib${LIBS:+:$LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# A C++ runtime older than the build machine's shows as a missing symbol version; then use
+# the one shipped in lib-fallback/.
+if ! $RUN test_device_kernels --list_content > "$RES/loadcheck.log" 2>&1 &&
+   grep -qE 'GLIBCXX|CXXABI|GCC_[0-9]' "$RES/loadcheck.log"; then
+  export LD_LIBRARY_PATH=$MPI_BUNDLE_DIR/lib-fallback:$LD_LIBRARY_PATH
+  note "using the shipped libstdc++ (this machine's is older than the build machine's)"
+fi
 GPU=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -n 1)
 note "date $(date -u +%Y-%m-%dT%H:%M:%SZ), GPU: ${GPU:-unknown (nvidia-smi failed)}, commit $(cat .gpu/commit 2>/dev/null || echo ?)"
 note "CUDA libraries from: ${LIBS:-none}"
@@ -160,7 +167,7 @@ else
     train "staged-w$r" "$r" 120 --model inputs/models/gpt2-124m.cfg "${COMMON[@]}" --comm mpi \
           --partition-size "$p" --micro-batch 2 --global-batch 8 --steps 10
   done
-  # The fused attention forward (MICS_ATTENTION=flash, not yet the default), and
+  # The fused attention kernels (MICS_ATTENTION=flash, not yet the default), and
   # activation recomputation; last, so that a slow run only cuts these.
   MICS_ATTENTION=flash train gpt2-124m-flash 1 60 --model inputs/models/gpt2-124m.cfg "${COMMON[@]}" \
         --comm nccl --partition-size 1 --micro-batch 16 --global-batch 16 --steps 12

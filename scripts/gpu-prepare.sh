@@ -50,13 +50,18 @@ cp "$ROOT/../shared/gpu/run-in-bundle.sh" .gpu/
 chmod +x .gpu/run-in-bundle.sh
 
 # Libraries the MPI bundle does not carry but our programs need: Boost.Test for the test
-# programs. (CUDA's own libraries stay behind: the GPU machine has its own.)
+# programs, GCC's OpenMP runtime for the CPU backend; and, in lib-fallback/, this
+# machine's libstdc++/libgcc_s for a GPU machine whose own are older (gpu-check.sh uses
+# them only then). CUDA's own libraries stay behind: the GPU machine has its own.
 X=$(mktemp -d); trap 'rm -rf "$X"' EXIT
-mkdir -p "$X/lib"
+mkdir -p "$X/lib" "$X/lib-fallback"
 for prog in $PROGS; do
-  ldd "$prog" | awk '/=> \//{print $3}' | grep -E 'libboost_(unit_test|prg_exec)' || true
+  ldd "$prog" | awk '/=> \//{print $3}' | grep -E 'libboost_(unit_test|prg_exec)|libgomp' || true
 done | sort -u | while read -r lib; do cp -L "$lib" "$X/lib/"; done
-tar -C "$X" -czf .gpu/extra-libs.tgz lib
+for prog in $PROGS; do
+  ldd "$prog" | awk '/=> \//{print $3}' | grep -E 'libstdc\+\+|libgcc_s' || true
+done | sort -u | while read -r lib; do cp -L "$lib" "$X/lib-fallback/"; done
+tar -C "$X" -czf .gpu/extra-libs.tgz lib lib-fallback
 echo "$HAVE_TRAIN" > .gpu/have-train
 git rev-parse --short HEAD > .gpu/commit 2>/dev/null || true
 # test_model_transformer reads presets from this absolute path (MICS_SOURCE_DIR).

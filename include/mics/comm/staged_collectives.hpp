@@ -32,6 +32,8 @@ public:
   ~StagedCollectives() override;
 
   const char* backend() const noexcept override { return "mpi-staged"; }
+  // The stream kernels producing the inputs run on (the device backend's compute stream).
+  // Without it every operation first synchronises the whole device.
   void set_compute_stream(cudaStream_t s) noexcept { compute_ = s; }
   cudaStream_t stream() const noexcept { return stream_; }
 

@@ -127,8 +127,14 @@ std::shared_ptr<void> StagedCollectives::allocate_temp(std::size_t bytes) {
 }
 
 void StagedCollectives::stage_out(void* host, const void* dev, std::size_t bytes) {
-  MICS_CHECK_CUDA(cudaEventRecord(ready_, compute_));
-  MICS_CHECK_CUDA(cudaStreamWaitEvent(stream_, ready_, 0));
+  if (compute_ != nullptr) {
+    MICS_CHECK_CUDA(cudaEventRecord(ready_, compute_));
+    MICS_CHECK_CUDA(cudaStreamWaitEvent(stream_, ready_, 0));
+  } else {
+    // No compute stream given: the device backend's streams do not synchronise with the
+    // legacy default stream, so wait for all work on the device (correct, slower).
+    MICS_CHECK_CUDA(cudaDeviceSynchronize());
+  }
   if (bytes > 0)
     MICS_CHECK_CUDA(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, stream_));
   MICS_CHECK_CUDA(cudaStreamSynchronize(stream_));
