@@ -232,7 +232,8 @@ int run(int argc, char** argv) {
       ("batch", po::value(&batch)->default_value(4), "micro-batch (sequences)")
       ("iters", po::value(&iters)->default_value(3), "timed forward+backward passes")
       ("warmup", po::value(&warmup)->default_value(1), "untimed passes first")
-      ("profile", "also time one step kernel by kernel (synchronising after each call)");
+      ("profile", "also time one step kernel by kernel (synchronising after each call)")
+      ("recompute", "recompute block activations in backward (model GFLOPS still count f=3)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, d), vm);
@@ -249,7 +250,8 @@ int run(int argc, char** argv) {
   cfg.validate("mics-bench-model");
 
   auto be = mics::device::make_cpu_backend(threads);
-  mics::model::Transformer model(cfg, *be, DType::f32, batch);
+  const bool recompute = vm.count("recompute") > 0;
+  mics::model::Transformer model(cfg, *be, DType::f32, batch, recompute);
   const auto& layout = model.layout();
   std::vector<mics::device::Buffer> params, grads;
   std::vector<const void*> pp;
@@ -334,10 +336,11 @@ int run(int argc, char** argv) {
 
   double limit = 0;
   std::printf("# mics-bench-model: %s, %lld layers, hidden %lld, heads %lld, seq %lld, vocab %lld, "
-              "micro-batch %lld, f32, cpu backend, %d threads\n",
+              "micro-batch %lld, f32, cpu backend, %d threads%s\n",
               cfg.name.c_str(), static_cast<long long>(cfg.layers), static_cast<long long>(cfg.hidden),
               static_cast<long long>(cfg.heads), static_cast<long long>(cfg.seq),
-              static_cast<long long>(cfg.vocab), static_cast<long long>(batch), threads);
+              static_cast<long long>(cfg.vocab), static_cast<long long>(batch), threads,
+              recompute ? ", recomputation" : "");
   std::printf("# load average (1 min) %s before, %s after the timed steps; OMP_WAIT_POLICY=%s\n",
               load_before.c_str(), load_average().c_str(),
               std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "(unset)");
@@ -367,7 +370,7 @@ int run(int argc, char** argv) {
 
   if (vm.count("profile")) {
     TimingBackend tb(*be);
-    mics::model::Transformer pm(cfg, tb, DType::f32, batch);
+    mics::model::Transformer pm(cfg, tb, DType::f32, batch, recompute);
     pm.set_batch(tokens.data(), targets.data());
     tb.entries.clear();
     const auto t0 = Clock::now();

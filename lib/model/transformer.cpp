@@ -47,10 +47,10 @@ struct Views {
 }  // namespace
 
 Transformer::Transformer(const ModelConfig& cfg, device::Backend& backend, DType compute,
-                         std::int64_t micro_batch)
+                         std::int64_t micro_batch, bool recompute)
     : cfg_(cfg), layout_(make_layout(cfg)), be_(&backend), dt_(compute),
       st_(device::accum_dtype(compute)), B_(micro_batch), T_(cfg.seq), C_(cfg.hidden),
-      V_(cfg.vocab), N_(micro_batch * cfg.seq) {
+      V_(cfg.vocab), N_(micro_batch * cfg.seq), recompute_(recompute) {
   if (micro_batch < 1)
     throw UsageError("micro-batch = " + std::to_string(micro_batch) + "; it must be at least 1");
   if (!backend.supports(compute))
@@ -63,7 +63,15 @@ Transformer::Transformer(const ModelConfig& cfg, device::Backend& backend, DType
   encoded_ = act(n * c, dt_);
   layers_.resize(static_cast<std::size_t>(cfg.layers));
   const std::size_t att_bytes = be_->attention_saved_bytes(dt_, att_);
+  bool first = true;
   for (auto& L : layers_) {
+    if (recompute_ && !first) {
+      // Every layer shares the first one's intermediates and keeps its own output.
+      L = layers_.front();
+      L.res3 = act(n * c, dt_);
+      continue;
+    }
+    first = false;
     L.ln1 = act(n * c, dt_);
     L.ln1_mean = act(n, st_);
     L.ln1_rstd = act(n, st_);
@@ -213,6 +221,7 @@ void Transformer::block_backward(int layer, const void* block_params, void* bloc
   const Views w(bs, block_params, dt_), g(bs, block_grads, dt_);
   const Layer& L = layers_[static_cast<std::size_t>(layer)];
   const std::int64_t C = C_, N = N_;
+  if (recompute_) block_forward(layer, block_params);  // rebuilds the shared intermediates
   be_->fill(dt_, block_grads, static_cast<std::int64_t>(bs.count), 0.0);
   // dres holds d loss / d res3. The residual branch passes it to res2 unchanged; the MLP
   // branch adds its part through ln2's backward.

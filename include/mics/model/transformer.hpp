@@ -26,6 +26,12 @@
 //
 // Activations are allocated once, in the constructor, for [micro_batch, cfg.seq], and
 // reused by every step. Calls run on the backend's compute stream.
+//
+// Activation recomputation (recompute = true): only each block's output (the residual
+// stream, [B,T,C] per layer) is kept from the forward pass; one set of block
+// intermediates is shared by all layers, and block_backward(i) first re-runs block i's
+// forward from its input. Same results bit for bit, one more block forward per block
+// (FLOP factor f = 4 instead of 3), activation memory about 1/L of the block part.
 #include <cstdint>
 #include <vector>
 
@@ -40,7 +46,7 @@ public:
   // compute: the type of parameters, gradients and activations (f64/f32 on CPU, bf16 or
   // f32 on CUDA); must be supported by the backend (else mics::UsageError).
   Transformer(const ModelConfig& cfg, device::Backend& backend, device::DType compute,
-              std::int64_t micro_batch);
+              std::int64_t micro_batch, bool recompute = false);
   ~Transformer();
   Transformer(const Transformer&) = delete;
   Transformer& operator=(const Transformer&) = delete;
@@ -51,6 +57,7 @@ public:
   device::Backend& backend() const { return *be_; }
   std::int64_t micro_batch() const { return B_; }
   std::int64_t seq() const { return T_; }
+  bool recompute() const { return recompute_; }
   // Bytes of activation memory this object holds.
   std::size_t activation_bytes() const { return act_bytes_; }
 
@@ -93,6 +100,7 @@ private:
   device::DType dt_, st_;
   std::int64_t B_, T_, C_, V_, N_;
   std::int64_t counted_ = 0;
+  bool recompute_ = false;
   std::size_t act_bytes_ = 0;
   std::vector<device::Buffer> buffers_;
   std::vector<Layer> layers_;
