@@ -124,6 +124,9 @@ BOOST_AUTO_TEST_CASE(layout_names_offsets_and_decay) {
   BOOST_TEST(r.bucket == 2);
   BOOST_TEST(r.spec->shape == (std::vector<std::int64_t>{16, 64}));
   BOOST_CHECK_THROW(find_tensor(L, "h9.nothing"), mics::Error);
+  std::vector<float> bucket(L.buckets[2].count);
+  BOOST_TEST(tensor_data(bucket.data(), mics::device::DType::f32, *r.spec) ==
+             static_cast<void*>(bucket.data() + r.spec->offset));
 }
 
 BOOST_AUTO_TEST_CASE(flops_hand_computed) {

@@ -49,6 +49,14 @@ struct TensorRef {
 };
 TensorRef find_tensor(const BucketLayout& layout, const std::string& name);
 
+// Named view: where tensor t starts inside a bucket buffer of element type dt.
+inline void* tensor_data(void* bucket, device::DType dt, const TensorSpec& t) {
+  return static_cast<char*>(bucket) + t.offset * device::dtype_size(dt);
+}
+inline const void* tensor_data(const void* bucket, device::DType dt, const TensorSpec& t) {
+  return static_cast<const char*>(bucket) + t.offset * device::dtype_size(dt);
+}
+
 // Writes elements [begin, begin+count) of bucket `bucket`'s initial values, converted to
 // dt, into host memory `out`. Each element's value depends only on (seed, tensor name,
 // index inside the tensor), so any sharding of any bucket reproduces the same model.
