@@ -11,6 +11,7 @@ set(MICS_TEST_ENV
   OMPI_MCA_mpi_yield_when_idle=1
   OMPI_MCA_btl_vader_single_copy_mechanism=none
   OMP_NUM_THREADS=1
+  OMP_WAIT_POLICY=passive
   OPENBLAS_NUM_THREADS=1)
 
 function(mics_add_test)

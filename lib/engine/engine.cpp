@@ -318,7 +318,8 @@ Engine::Engine(const model::ModelConfig& model, const TrainConfig& cfg, device::
     throw UsageError(std::string("the ") + backend.name() + " backend cannot compute in " +
                      device::dtype_name(compute));
 
-  model_ = std::make_unique<model::Transformer>(model, backend, compute, cfg.micro_batch);
+  model_ = std::make_unique<model::Transformer>(model, backend, compute, cfg.micro_batch,
+                                                cfg.recompute);
   m.layout = model_->layout();
   const int nb = m.buckets();
   m.shard.resize(static_cast<std::size_t>(nb));

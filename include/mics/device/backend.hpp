@@ -107,6 +107,9 @@ public:
   // Bytes currently allocated through allocate() and their high-water mark (the engine's
   // memory accounting reads these).
   virtual std::size_t bytes_in_use() const = 0;
+  // Total device memory in bytes when the backend knows it (the GPU's), 0 otherwise (the
+  // CPU backend: host memory is shared by the ranks of a node, the caller divides it).
+  virtual std::size_t memory_capacity() const { return 0; }
   virtual std::size_t peak_bytes_in_use() const = 0;
   virtual void reset_peak() = 0;
 

@@ -43,6 +43,7 @@ struct TrainConfig {
   bool hierarchical = false;
   GradSync grad_sync = GradSync::two_hop;
   bool prefetch = true;
+  bool recompute = false;       // activation recomputation: keep block outputs only
   int ranks_per_node = 0;       // 0 = detect from shared-memory domains
   int global_batch = 8;         // sequences per optimizer step, over all ranks
   int micro_batch = 1;          // sequences per rank per micro-step

@@ -1,0 +1,47 @@
+#pragma once
+// mics-train's options: one description shared by the command line and config files
+// (--config FILE, Boost.Program_options syntax: `key = value`, same keys as the long
+// options), turned into the objects a training run needs.
+#include <cstdint>
+#include <string>
+
+#include <boost/program_options.hpp>
+
+#include "mics/device/dtype.hpp"
+#include "mics/engine/train_config.hpp"
+#include "mics/model/config.hpp"
+
+namespace mics::train {
+
+struct RunOptions {
+  model::ModelConfig model;
+  engine::TrainConfig train;
+  bool partition_auto = false;      // --partition-size auto
+  std::string data = "synthetic";   // --data: synthetic | DIR/name | FILE.bin
+  std::string backend = "cpu";
+  int threads = 0;                  // CPU backend threads (0: OMP_NUM_THREADS or all)
+  int device = -1;                  // GPU ordinal (-1: local rank modulo GPUs)
+  device::DType compute = device::DType::f32;
+  device::DType grad_reduce = device::DType::f32;
+  std::string comm = "mpi";         // mpi | nccl
+  double comm_timeout_s = 300;
+  double peak_tflops = 0;           // 0: the device's, when known
+  std::string metrics;              // CSV file
+  std::string metrics_jsonl;        // JSON-lines twin
+  int log_every = 1;
+  int eval_every = 0;               // 0: evaluate at the end only (when there are val data)
+  int eval_batches = 4;
+  std::string checkpoint_dir;
+  int checkpoint_every = 0;
+  int keep_last = 0;
+  std::string resume;               // a file, a directory, or "latest"
+  std::string config_text;          // the options as given, stored in checkpoints
+};
+
+boost::program_options::options_description option_description();
+
+// Parses argv (and --config files). Returns false when --help was asked for (the help
+// text is written to `help_out`). Throws mics::UsageError for anything wrong.
+bool parse_options(int argc, char** argv, RunOptions& out, std::string& help_out);
+
+}  // namespace mics::train

@@ -1,0 +1,255 @@
+#include "mics/train/options.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include "mics/core/error.hpp"
+
+namespace po = boost::program_options;
+
+namespace mics::train {
+
+po::options_description option_description() {
+  po::options_description general("General");
+  general.add_options()
+    ("help,h", "print this help and exit")
+    ("config", po::value<std::vector<std::string>>()->composing(),
+     "read options from FILE (key = value lines, same keys as the long options; the command "
+     "line wins); may be repeated");
+
+  po::options_description model("Model (a preset file and overrides)");
+  model::add_model_options(model);
+
+  po::options_description data("Data");
+  data.add_options()
+    ("data", po::value<std::string>()->default_value("synthetic"),
+     "training data: 'synthetic' (a learnable Markov chain), DIR/name (DIR/name_train.bin and "
+     "DIR/name_val.bin, as written by mics-data convert), or one FILE.bin token shard");
+
+  po::options_description parallel("Parallelism");
+  parallel.add_options()
+    ("strategy", po::value<std::string>()->default_value("mics"),
+     "ddp (p=1), zero2 (parameters replicated, gradients and optimizer states sharded over the "
+     "world), zero3 (p=W), or mics (p from --partition-size)")
+    ("partition-size", po::value<std::string>()->default_value("auto"),
+     "ranks per partition group for mics: a number that divides the world and respects node "
+     "boundaries, or 'auto' (the smallest such group whose model states fit --memory-per-rank)")
+    ("hierarchical", po::value<bool>()->default_value(false)->implicit_value(true),
+     "two-step (inter-node, then intra-node) all-gather and reduce-scatter when a partition "
+     "group spans nodes")
+    ("ranks-per-node", po::value<int>()->default_value(0),
+     "ranks per node; 0 detects it from shared memory, a positive value lets one host pose as "
+     "several nodes")
+    ("grad-sync", po::value<std::string>()->default_value("two-hop"),
+     "two-hop (replication all-reduce once per optimizer step) or every-micro-step (the ablation)")
+    ("prefetch", po::value<bool>()->default_value(true),
+     "gather the next bucket while the current one computes (false to turn off)")
+    ("recompute", po::value<bool>()->default_value(false)->implicit_value(true),
+     "activation recomputation: keep only each block's output and recompute the block in the "
+     "backward pass (less memory, 4/3 of the compute)");
+
+  po::options_description batch("Batch and schedule");
+  batch.add_options()
+    ("global-batch", po::value<int>()->default_value(8), "sequences per optimizer step, all ranks")
+    ("micro-batch", po::value<int>()->default_value(1),
+     "sequences per rank per micro-step; the global batch is ranks x micro-batch x accumulation")
+    ("steps", po::value<int>()->default_value(20), "optimizer steps to run (in total, with --resume)")
+    ("seed", po::value<std::uint64_t>()->default_value(1234),
+     "seed of the initialisation and of the data order (any layout sees the same model and data)")
+    ("lr", po::value<double>()->default_value(3e-4), "peak learning rate")
+    ("min-lr", po::value<double>()->default_value(3e-5), "learning rate at the end of the cosine decay")
+    ("warmup", po::value<int>()->default_value(10), "linear warm-up steps")
+    ("decay-steps", po::value<int>()->default_value(0), "end of the cosine decay (0: --steps)")
+    ("weight-decay", po::value<double>()->default_value(0.1),
+     "decoupled weight decay (never on biases and LayerNorm)")
+    ("grad-clip", po::value<double>()->default_value(1.0), "global gradient-norm clip (0: off)")
+    ("beta1", po::value<double>()->default_value(0.9), "Adam beta1")
+    ("beta2", po::value<double>()->default_value(0.95), "Adam beta2")
+    ("eps", po::value<double>()->default_value(1e-8), "Adam epsilon");
+
+  po::options_description dev("Device and communication");
+  dev.add_options()
+    ("backend", po::value<std::string>()->default_value("cpu"), "cpu or cuda")
+    ("threads", po::value<int>()->default_value(0), "CPU backend threads per rank (0: OMP_NUM_THREADS)")
+    ("device", po::value<int>()->default_value(-1), "GPU ordinal (-1: local rank modulo GPUs)")
+    ("compute-dtype", po::value<std::string>(),
+     "compute type of parameters and activations: f32 (CPU default) or bf16 (CUDA default)")
+    ("grad-reduce-dtype", po::value<std::string>()->default_value("f32"),
+     "type gradients are reduce-scattered in: f32 or the compute type")
+    ("comm", po::value<std::string>(),
+     "data path: mpi (host memory; host-staged for GPU buffers) or nccl (CUDA default)")
+    ("comm-timeout", po::value<double>()->default_value(300),
+     "seconds a GPU collective may take before the job is aborted with a message")
+    ("memory-per-rank", po::value<double>()->default_value(0),
+     "GiB of memory per rank for --partition-size auto (0: the device's memory)")
+    ("peak-tflops", po::value<double>()->default_value(0),
+     "dense peak TFLOPS of one rank's device for MFU (0: known GPUs only)");
+
+  po::options_description out("Output");
+  out.add_options()
+    ("metrics", po::value<std::string>()->default_value(""),
+     "write one CSV row per step (header: step, loss, ... and the layout) to FILE")
+    ("metrics-jsonl", po::value<std::string>()->default_value(""), "the same rows as JSON lines")
+    ("log-every", po::value<int>()->default_value(1), "print a step line every N steps")
+    ("eval-every", po::value<int>()->default_value(0),
+     "validation loss every N steps (0: at the end only, when there are validation data)")
+    ("eval-batches", po::value<int>()->default_value(4), "global batches per validation");
+
+  po::options_description ckpt("Checkpoints");
+  ckpt.add_options()
+    ("checkpoint-dir", po::value<std::string>()->default_value(""), "directory for checkpoints")
+    ("checkpoint-every", po::value<int>()->default_value(0), "save every N steps (0: at the end only)")
+    ("keep-last", po::value<int>()->default_value(0), "keep the newest N checkpoints (0: all)")
+    ("resume", po::value<std::string>()->default_value(""),
+     "continue from a checkpoint file, a directory, or 'latest' (in --checkpoint-dir); any "
+     "world size, partition size or strategy");
+
+  po::options_description all("mics-train: MiCS data-parallel training of a built-in transformer\n\n"
+                               "usage: mpirun -np N mics-train [options]\n");
+  all.add(general).add(model).add(data).add(parallel).add(batch).add(dev).add(out).add(ckpt);
+  return all;
+}
+
+namespace {
+
+template <class T>
+T get(const po::variables_map& vm, const char* key) {
+  return vm[key].as<T>();
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw UsageError(message);
+}
+
+}  // namespace
+
+bool parse_options(int argc, char** argv, RunOptions& o, std::string& help_out) {
+  const po::options_description desc = option_description();
+  po::variables_map vm;
+  std::ostringstream given;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    for (int i = 1; i < argc; ++i) given << (i > 1 ? " " : "") << argv[i];
+    given << "\n";
+    if (vm.count("config")) {
+      for (const auto& path : vm["config"].as<std::vector<std::string>>()) {
+        std::ifstream in(path);
+        if (!in) throw UsageError("cannot read --config file '" + path + "'; check the path");
+        std::ostringstream text;
+        text << in.rdbuf();
+        given << "# " << path << "\n" << text.str();
+        std::istringstream parse(text.str());
+        try {
+          po::store(po::parse_config_file(parse, desc), vm);
+        } catch (const po::error& e) {
+          throw UsageError("in --config file '" + path + "': " + e.what() + "; see mics-train --help");
+        }
+      }
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(std::string(e.what()) + "; see mics-train --help");
+  }
+  if (vm.count("help")) {
+    std::ostringstream os;
+    os << desc;
+    help_out = os.str();
+    return false;
+  }
+  o.config_text = given.str();
+
+  o.model = model::model_config_from_variables(vm);
+  o.data = get<std::string>(vm, "data");
+
+  auto& t = o.train;
+  t.strategy = engine::parse_strategy(get<std::string>(vm, "strategy"));
+  const std::string ps = get<std::string>(vm, "partition-size");
+  if (ps == "auto") {
+    o.partition_auto = t.strategy == engine::Strategy::mics;
+    t.partition_size = 0;
+  } else {
+    std::size_t used = 0;
+    int value = 0;
+    try {
+      value = std::stoi(ps, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    require(used == ps.size() && value > 0,
+            "--partition-size '" + ps + "' must be a positive number of ranks or 'auto'");
+    t.partition_size = value;
+  }
+  t.hierarchical = get<bool>(vm, "hierarchical");
+  t.ranks_per_node = get<int>(vm, "ranks-per-node");
+  require(t.ranks_per_node >= 0, "--ranks-per-node " + std::to_string(t.ranks_per_node) +
+                                     " must be 0 (detect) or a positive number of ranks");
+  t.grad_sync = engine::parse_grad_sync(get<std::string>(vm, "grad-sync"));
+  t.prefetch = get<bool>(vm, "prefetch");
+  t.recompute = get<bool>(vm, "recompute");
+  t.global_batch = get<int>(vm, "global-batch");
+  t.micro_batch = get<int>(vm, "micro-batch");
+  t.steps = get<int>(vm, "steps");
+  require(t.steps >= 0, "--steps " + std::to_string(t.steps) + " must not be negative");
+  require(t.global_batch > 0, "--global-batch " + std::to_string(t.global_batch) + " must be at least 1");
+  require(t.micro_batch > 0, "--micro-batch " + std::to_string(t.micro_batch) + " must be at least 1");
+  t.seed = get<std::uint64_t>(vm, "seed");
+  t.memory_per_rank_gib = get<double>(vm, "memory-per-rank");
+  require(t.memory_per_rank_gib >= 0, "--memory-per-rank must not be negative");
+
+  auto& opt = t.optimizer;
+  opt.lr = get<double>(vm, "lr");
+  opt.min_lr = get<double>(vm, "min-lr");
+  opt.warmup_steps = get<int>(vm, "warmup");
+  opt.decay_steps = get<int>(vm, "decay-steps");
+  opt.weight_decay = get<double>(vm, "weight-decay");
+  opt.grad_clip = get<double>(vm, "grad-clip");
+  opt.beta1 = get<double>(vm, "beta1");
+  opt.beta2 = get<double>(vm, "beta2");
+  opt.eps = get<double>(vm, "eps");
+  require(opt.lr > 0, "--lr must be positive");
+  require(opt.min_lr >= 0 && opt.min_lr <= opt.lr, "--min-lr must lie in [0, --lr]");
+  require(opt.warmup_steps >= 0, "--warmup must not be negative");
+  require(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1,
+          "--beta1 and --beta2 must lie in [0, 1)");
+  require(opt.weight_decay >= 0, "--weight-decay must not be negative");
+
+  o.backend = get<std::string>(vm, "backend");
+  require(o.backend == "cpu" || o.backend == "cuda",
+          "--backend '" + o.backend + "' is not known; choose cpu or cuda");
+  o.threads = get<int>(vm, "threads");
+  o.device = get<int>(vm, "device");
+  o.compute = device::parse_dtype(vm.count("compute-dtype") ? get<std::string>(vm, "compute-dtype")
+                                                            : (o.backend == "cuda" ? "bf16" : "f32"));
+  o.grad_reduce = device::parse_dtype(get<std::string>(vm, "grad-reduce-dtype"));
+  require(o.grad_reduce == device::DType::f32 || o.grad_reduce == o.compute,
+          "--grad-reduce-dtype must be f32 or the compute type (" +
+              std::string(device::dtype_name(o.compute)) + ")");
+  o.comm = vm.count("comm") ? get<std::string>(vm, "comm") : (o.backend == "cuda" ? "nccl" : "mpi");
+  require(o.comm == "mpi" || o.comm == "nccl", "--comm '" + o.comm + "' is not known; choose mpi or nccl");
+  require(!(o.comm == "nccl" && o.backend == "cpu"),
+          "--comm nccl needs --backend cuda (NCCL moves GPU memory); use --comm mpi on the CPU");
+  o.comm_timeout_s = get<double>(vm, "comm-timeout");
+  o.peak_tflops = get<double>(vm, "peak-tflops");
+  require(o.peak_tflops >= 0, "--peak-tflops must not be negative");
+
+  o.metrics = get<std::string>(vm, "metrics");
+  o.metrics_jsonl = get<std::string>(vm, "metrics-jsonl");
+  o.log_every = get<int>(vm, "log-every");
+  require(o.log_every > 0, "--log-every must be at least 1");
+  o.eval_every = get<int>(vm, "eval-every");
+  o.eval_batches = get<int>(vm, "eval-batches");
+  require(o.eval_every >= 0 && o.eval_batches >= 0, "--eval-every and --eval-batches must not be negative");
+  o.checkpoint_dir = get<std::string>(vm, "checkpoint-dir");
+  o.checkpoint_every = get<int>(vm, "checkpoint-every");
+  o.keep_last = get<int>(vm, "keep-last");
+  require(o.checkpoint_every >= 0 && o.keep_last >= 0,
+          "--checkpoint-every and --keep-last must not be negative");
+  require(o.checkpoint_every == 0 || !o.checkpoint_dir.empty(),
+          "--checkpoint-every needs --checkpoint-dir DIR");
+  o.resume = get<std::string>(vm, "resume");
+  require(o.resume != "latest" || !o.checkpoint_dir.empty(),
+          "--resume latest needs --checkpoint-dir DIR");
+  return true;
+}
+
+}  // namespace mics::train
