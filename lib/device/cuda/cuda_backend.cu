@@ -110,6 +110,7 @@ public:
     cudaDeviceProp prop{};
     MICS_CUDA_OK(cudaGetDeviceProperties(&prop, device_));
     device_name_ = prop.name;
+    memory_capacity_ = prop.totalGlobalMem;
     compute_ = std::make_unique<CudaStream>(registry_, device_);
     MICS_CUBLAS_OK(cublasCreate(&blas_));
     MICS_CUBLAS_OK(cublasSetStream(blas_, compute_->get()));
@@ -136,6 +137,7 @@ public:
   bool is_host_memory() const override { return false; }
   bool supports(DType dt) const override { return dt == DType::f32 || dt == DType::bf16; }
   double peak_flops(DType dt) const override { return peak_for(device_name_, dt); }
+  std::size_t memory_capacity() const override { return memory_capacity_; }
 
   // --- memory -----------------------------------------------------------------------------
   static std::size_t round_size(std::size_t b) {
@@ -544,6 +546,7 @@ private:
 
   int device_;
   std::string device_name_;
+  std::size_t memory_capacity_ = 0;
   std::unique_ptr<CudaStream> compute_;
   cublasHandle_t blas_ = nullptr;
   void* blas_ws_ = nullptr;

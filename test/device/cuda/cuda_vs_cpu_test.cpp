@@ -311,6 +311,7 @@ BOOST_AUTO_TEST_CASE(caching_allocator_and_streams) {
   BOOST_TEST(be.bytes_in_use() == base);
   BOOST_CHECK_THROW(be.allocate(std::size_t(1) << 50), mics::Error);
   BOOST_TEST(be.peak_flops(DType::bf16) >= 0.0);
+  BOOST_TEST(be.memory_capacity() > (std::size_t(1) << 30));
   BOOST_TEST_MESSAGE("device " << be.name() << " bf16 peak " << be.peak_flops(DType::bf16) / 1e12 << " TFLOPS");
 }
 
