@@ -179,7 +179,8 @@ else
         --comm nccl --partition-size 1 --micro-batch 16 --global-batch 16 --steps 12
   MICS_ATTENTION=flash train gpt-1.3b-flash 1 90 --model inputs/models/gpt-1.3b.cfg "${COMMON[@]}" \
         --comm nccl --partition-size 1 --micro-batch 8 --global-batch 8 --steps 8
-  if $RUN mics-train --help 2>/dev/null | grep -q -- '--recompute'; then
+  $RUN mics-train --help > "$RES/mics-train-help.txt" 2>&1 || true
+  if grep -q -- '--recompute' "$RES/mics-train-help.txt"; then
     train gpt-1.3b-recompute 1 90 --model inputs/models/gpt-1.3b.cfg "${COMMON[@]}" --comm nccl \
           --partition-size 1 --micro-batch 8 --global-batch 8 --steps 5 --recompute
   else
