@@ -23,7 +23,7 @@ struct StepRecord {
   double grad_norm = 0.0;            // global norm before clipping
   double step_ms = 0.0;
   double tokens_per_s = 0.0;         // global batch tokens / step time (whole job)
-  double tflops_per_rank = 0.0;      // model TFLOPS per rank (see flops.hpp)
+  double tflops_per_rank = 0.0;      // model TFLOPS per rank (model::training_flops)
   std::optional<double> mfu;         // fraction of the device peak, when the peak is known
   double exposed_comm_ms = 0.0;      // communication time compute waited for, all groups
   std::vector<GroupComm> comm;       // per group, in a fixed order across steps
