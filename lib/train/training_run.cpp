@@ -61,7 +61,9 @@ std::unique_ptr<comm::Collectives> make_collectives(const RunOptions& o, device:
   if (o.comm == "mpi") {
     if (be.is_host_memory()) return std::make_unique<comm::MpiCollectives>();
 #if MICS_HAVE_CUDA
-    return std::make_unique<comm::StagedCollectives>();
+    auto staged = std::make_unique<comm::StagedCollectives>();
+    staged->set_compute_stream(static_cast<cudaStream_t>(be.compute_stream().native()));
+    return staged;
 #endif
   }
 #if MICS_HAVE_CUDA
