@@ -46,7 +46,7 @@ public:
   ~CudaStream() override;
   CudaStream(const CudaStream&) = delete;
   CudaStream& operator=(const CudaStream&) = delete;
-  void synchronize() override { MICS_CUDA_OK(cudaStreamSynchronize(s_)); }
+  void synchronize() override { MICS_CHECK_CUDA(cudaStreamSynchronize(s_)); }
   void* native() noexcept override { return s_; }
   cudaStream_t get() const noexcept { return s_; }
 
@@ -57,21 +57,21 @@ private:
 
 class CudaEvent final : public Event {
 public:
-  CudaEvent() { MICS_CUDA_OK(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming)); }
+  CudaEvent() { MICS_CHECK_CUDA(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming)); }
   ~CudaEvent() override { cudaEventDestroy(e_); }
   CudaEvent(const CudaEvent&) = delete;
   CudaEvent& operator=(const CudaEvent&) = delete;
   void record(Stream& s) override {
-    MICS_CUDA_OK(cudaEventRecord(e_, static_cast<cudaStream_t>(s.native())));
+    MICS_CHECK_CUDA(cudaEventRecord(e_, static_cast<cudaStream_t>(s.native())));
   }
   void wait(Stream& s) override {
-    MICS_CUDA_OK(cudaStreamWaitEvent(static_cast<cudaStream_t>(s.native()), e_, 0));
+    MICS_CHECK_CUDA(cudaStreamWaitEvent(static_cast<cudaStream_t>(s.native()), e_, 0));
   }
-  void synchronize() override { MICS_CUDA_OK(cudaEventSynchronize(e_)); }
+  void synchronize() override { MICS_CHECK_CUDA(cudaEventSynchronize(e_)); }
   bool ready() override {
     const cudaError_t rc = cudaEventQuery(e_);
     if (rc == cudaErrorNotReady) return false;
-    MICS_CUDA_OK(rc);
+    MICS_CHECK_CUDA(rc);
     return true;
   }
   void* native() noexcept override { return e_; }
@@ -106,20 +106,20 @@ public:
     if (device < 0 || device >= count)
       throw UsageError("cuda backend: device " + std::to_string(device) +
                        " does not exist (this host shows " + std::to_string(count) + ")");
-    MICS_CUDA_OK(cudaSetDevice(device_));
+    MICS_CHECK_CUDA(cudaSetDevice(device_));
     cudaDeviceProp prop{};
-    MICS_CUDA_OK(cudaGetDeviceProperties(&prop, device_));
+    MICS_CHECK_CUDA(cudaGetDeviceProperties(&prop, device_));
     device_name_ = prop.name;
     memory_capacity_ = prop.totalGlobalMem;
     compute_ = std::make_unique<CudaStream>(registry_, device_);
-    MICS_CUBLAS_OK(cublasCreate(&blas_));
-    MICS_CUBLAS_OK(cublasSetStream(blas_, compute_->get()));
-    MICS_CUBLAS_OK(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));
+    MICS_CHECK_CUBLAS(cublasCreate(&blas_));
+    MICS_CHECK_CUBLAS(cublasSetStream(blas_, compute_->get()));
+    MICS_CHECK_CUBLAS(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));
     // cuBLAS picks Hopper's best kernels only with a workspace of this size.
     blas_ws_bytes_ = 32u << 20;
-    MICS_CUDA_OK(cudaMalloc(&blas_ws_, blas_ws_bytes_));
-    MICS_CUBLAS_OK(cublasSetWorkspace(blas_, blas_ws_, blas_ws_bytes_));
-    MICS_CUDA_OK(cudaMalloc(&dev_result_, sizeof(double)));
+    MICS_CHECK_CUDA(cudaMalloc(&blas_ws_, blas_ws_bytes_));
+    MICS_CHECK_CUBLAS(cublasSetWorkspace(blas_, blas_ws_, blas_ws_bytes_));
+    MICS_CHECK_CUDA(cudaMalloc(&dev_result_, sizeof(double)));
   }
   ~CudaBackend() override {
     cudaSetDevice(device_);
@@ -154,7 +154,7 @@ public:
       cudaError_t rc = cudaMalloc(&p, cap);
       if (rc == cudaErrorMemoryAllocation) {
         cudaGetLastError();
-        MICS_CUDA_OK(cudaDeviceSynchronize());
+        MICS_CHECK_CUDA(cudaDeviceSynchronize());
         for (auto& kv : cached_) release_cached(kv.second);
         cached_.clear();
         rc = cudaMalloc(&p, cap);
@@ -220,19 +220,19 @@ public:
   cudaStream_t stream_of(Stream* s) { return s ? static_cast<cudaStream_t>(s->native()) : cs(); }
   void copy_to_device(void* dst, const void* src, std::size_t bytes, Stream* s) override {
     if (bytes == 0) return;
-    MICS_CUDA_OK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_of(s)));
+    MICS_CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_of(s)));
     if (s == nullptr) compute_->synchronize();
   }
   void copy_to_host(void* dst, const void* src, std::size_t bytes, Stream* s) override {
     if (bytes == 0) return;
-    MICS_CUDA_OK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_of(s)));
+    MICS_CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_of(s)));
     if (s == nullptr) compute_->synchronize();
   }
   // Device-to-device copies are ordered on their stream like any kernel; the host cannot
   // observe device memory without a later synchronising call, so none is made here.
   void copy(void* dst, const void* src, std::size_t bytes, Stream* s) override {
     if (bytes == 0 || dst == src) return;
-    MICS_CUDA_OK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_of(s)));
+    MICS_CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_of(s)));
   }
 
   // --- streams --------------------------------------------------------------------------
@@ -241,7 +241,7 @@ public:
     return std::make_unique<CudaStream>(registry_, device_);
   }
   std::unique_ptr<Event> create_event() override { return std::make_unique<CudaEvent>(); }
-  void synchronize() override { MICS_CUDA_OK(cudaDeviceSynchronize()); }
+  void synchronize() override { MICS_CHECK_CUDA(cudaDeviceSynchronize()); }
 
 
   // --- elementwise ------------------------------------------------------------------------
@@ -277,7 +277,7 @@ public:
     if (n <= 0) return 0.0;
     launch_reduce(dt, x, n, squares, dev_result_, *this, cs());
     double r = 0.0;
-    MICS_CUDA_OK(cudaMemcpyAsync(&r, dev_result_, sizeof r, cudaMemcpyDeviceToHost, cs()));
+    MICS_CHECK_CUDA(cudaMemcpyAsync(&r, dev_result_, sizeof r, cudaMemcpyDeviceToHost, cs()));
     compute_->synchronize();
     return r;
   }
@@ -310,12 +310,12 @@ public:
     const cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasComputeType_t ct = CUBLAS_COMPUTE_32F;  // f32 accumulation, no TF32
     if (batch == 1) {
-      MICS_CUBLAS_OK(cublasGemmEx(blas_, opb, opa, i32(N, "N"), i32(M, "M"), i32(K, "K"), &fa,
+      MICS_CHECK_CUBLAS(cublasGemmEx(blas_, opb, opa, i32(N, "N"), i32(M, "M"), i32(K, "K"), &fa,
                                   B, cuda_type(ab), i32(ldb, "ldb"), A, cuda_type(ab),
                                   i32(lda, "lda"), &fb, C, cuda_type(c), i32(ldc, "ldc"), ct,
                                   CUBLAS_GEMM_DEFAULT));
     } else {
-      MICS_CUBLAS_OK(cublasGemmStridedBatchedEx(
+      MICS_CHECK_CUBLAS(cublasGemmStridedBatchedEx(
           blas_, opb, opa, i32(N, "N"), i32(M, "M"), i32(K, "K"), &fa, B, cuda_type(ab),
           i32(ldb, "ldb"), sb, A, cuda_type(ab), i32(lda, "lda"), sa, &fb, C, cuda_type(c),
           i32(ldc, "ldc"), sc, i32(batch, "batch"), ct, CUBLAS_GEMM_DEFAULT));
@@ -561,8 +561,8 @@ private:
 };
 
 CudaStream::CudaStream(std::shared_ptr<StreamRegistry> reg, int device) : reg_(std::move(reg)) {
-  MICS_CUDA_OK(cudaSetDevice(device));
-  MICS_CUDA_OK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking));
+  MICS_CHECK_CUDA(cudaSetDevice(device));
+  MICS_CHECK_CUDA(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking));
   std::lock_guard<std::mutex> lock(reg_->mu);
   reg_->streams.insert(s_);
 }

@@ -10,32 +10,12 @@
 #include <cstdint>
 #include <string>
 
-#include "mics/core/check.hpp"
+#include "mics/core/check_cuda.hpp"
 #include "mics/device/dtype.hpp"
 
-#define MICS_CUDA_OK(call)                                                                   \
-  do {                                                                                       \
-    const cudaError_t mics_rc_ = (call);                                                     \
-    if (mics_rc_ != cudaSuccess)                                                             \
-      ::mics::detail::throw_call_failure(                                                    \
-          "CUDA", #call,                                                                     \
-          std::string(cudaGetErrorName(mics_rc_)) + ": " + cudaGetErrorString(mics_rc_),     \
-          __FILE__, __LINE__, "check that the GPU is visible and has free memory");         \
-  } while (0)
-
-#define MICS_CUBLAS_OK(call)                                                                 \
-  do {                                                                                       \
-    const cublasStatus_t mics_rc_ = (call);                                                  \
-    if (mics_rc_ != CUBLAS_STATUS_SUCCESS)                                                   \
-      ::mics::detail::throw_call_failure(                                                    \
-          "cuBLAS", #call,                                                                   \
-          std::string(cublasGetStatusName(mics_rc_)) + ": " + cublasGetStatusString(mics_rc_), \
-          __FILE__, __LINE__, "check the GEMM shapes, leading dimensions and compute type"); \
-  } while (0)
-
 // A launch error (bad configuration) shows up at once; an execution error only at the
-// next synchronising call, which MICS_CUDA_OK reports there.
-#define MICS_CUDA_LAUNCHED() MICS_CUDA_OK(cudaGetLastError())
+// next synchronising call, which MICS_CHECK_CUDA reports there.
+#define MICS_CUDA_LAUNCHED() MICS_CHECK_CUDA(cudaGetLastError())
 
 namespace mics::device::cuda {
 

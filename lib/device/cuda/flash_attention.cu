@@ -167,7 +167,7 @@ void launch_flash(bf16* out, float* lse, const bf16* qkv, std::int64_t B, std::i
                   std::int64_t NH, bool causal, float scale, cudaStream_t s) {
   static bool configured = false;  // per process; the attribute is per function
   if (!configured) {
-    MICS_CUDA_OK(cudaFuncSetAttribute(flash_fwd_k<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    MICS_CHECK_CUDA(cudaFuncSetAttribute(flash_fwd_k<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(FaSmem<D>::bytes)));
     configured = true;
   }
@@ -429,10 +429,10 @@ void launch_flash_bwd(bf16* dqkv, const bf16* qkv, const bf16* dout, const float
                       bool causal, float scale, cudaStream_t s) {
   static bool configured = false;
   if (!configured) {
-    MICS_CUDA_OK(cudaFuncSetAttribute(flash_bwd_dkv_k<D>,
+    MICS_CHECK_CUDA(cudaFuncSetAttribute(flash_bwd_dkv_k<D>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(FbSmem<D>::bytes)));
-    MICS_CUDA_OK(cudaFuncSetAttribute(flash_bwd_dq_k<D>,
+    MICS_CHECK_CUDA(cudaFuncSetAttribute(flash_bwd_dq_k<D>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(FbSmem<D>::bytes)));
     configured = true;

@@ -501,13 +501,13 @@ void launch_embedding_backward(DType dt, void* dwte, void* dwpe, const void* dou
     auto* idx_in = static_cast<std::int32_t*>(scratch.get(3, sizeof(std::int32_t) * n));
     auto* idx_out = static_cast<std::int32_t*>(scratch.get(4, sizeof(std::int32_t) * n));
     std::size_t temp = 0;
-    MICS_CUDA_OK(cub::DeviceRadixSort::SortPairs(nullptr, temp, tokens, keys_out, idx_in,
+    MICS_CHECK_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, temp, tokens, keys_out, idx_in,
                                                  idx_out, ni, 0, 32, s));
     void* temp_p = scratch.get(5, temp);
     iota_k<<<blocks_for(n, kThreads), kThreads, 0, s>>>(idx_in, n);
     MICS_CUDA_LAUNCHED();
     // LSD radix sort is stable: equal tokens keep their position order.
-    MICS_CUDA_OK(cub::DeviceRadixSort::SortPairs(temp_p, temp, tokens, keys_out, idx_in,
+    MICS_CHECK_CUDA(cub::DeviceRadixSort::SortPairs(temp_p, temp, tokens, keys_out, idx_in,
                                                  idx_out, ni, 0, 32, s));
     const int threads = C >= 256 ? 256 : 32 * static_cast<int>((C + 31) / 32);
     embedding_bwd_tok_k<E><<<static_cast<unsigned>(n), threads, 0, s>>>(
