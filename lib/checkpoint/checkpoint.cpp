@@ -201,17 +201,65 @@ void transfer(hid_t ds, const model::TensorSpec& t, const Slice& sl, float* shar
   float* buf = &dummy;
   if (sl.b > sl.a) buf = shard + sl.shard_offset;
   else h5::check(H5Sselect_none(mspace), "selecting nothing");
-  if (write)
+  if (write) {
     h5::check(H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf), "writing " + path);
-  else
+    // Test hook: the collective write reports an error on this rank only (disk full,
+    // say); the others must not hang.
+    if (std::getenv("MICS_CKPT_TEST_FAIL_WRITE")) throw h5::Fault{"injected write failure in " + path};
+  } else {
     h5::check(H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf), "reading " + path);
+  }
+}
+
+// Runs one stage of work on an open file and agrees on its outcome before anything is
+// closed: a rank that failed alone must not leave for a collective close (MPI_File_close)
+// while the others are still transferring, so every rank leaves, or goes on, together.
+void write_header(hid_t f, const ShardState& st, const Metadata& meta, h5::Id& dcpl, h5::Id& dxpl);
+
+template <class F>
+void stage(MPI_Comm comm, const std::string& file, F&& work) {
+  std::string err;
+  try {
+    work();
+  } catch (const h5::Fault& f) {
+    err = file + ": " + f.what;
+  }
+  agree(comm, err);
 }
 
 void write_file(const std::string& temp, const ShardState& st, const Metadata& meta,
                 const std::vector<TensorRef>& refs, const Sums& sums) {
-  h5::Id fapl = mpio_fapl(st.comm);
-  h5::Id f = h5::checked(H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose,
-                         "creating the file");
+  h5::Id fapl, f;
+  stage(st.comm, temp, [&] {
+    fapl = mpio_fapl(st.comm);
+    f = h5::checked(H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose, "creating the file");
+  });
+  h5::Id dcpl, dxpl;
+  stage(st.comm, temp, [&] { write_header(f, st, meta, dcpl, dxpl); });
+  for (std::size_t i = 0; i < refs.size(); ++i) {
+    const auto& b = st.layout->buckets[refs[i].bucket];
+    const auto& t = b.tensors[refs[i].tensor];
+    const auto sh = model::shard_bucket(b.count, st.partition_size, st.align);
+    const Slice sl = st.writer ? slice_of(t, sh, st.shard_index) : Slice{};
+    for (int g = 0; g < 3; ++g)
+      stage(st.comm, temp, [&] {
+        const std::string path = detail::dataset_path(g, t.name);
+        h5::Id space = h5::make_space(t.shape);
+        h5::Id ds = h5::checked(H5Dcreate2(f, path.c_str(), H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl,
+                                           H5P_DEFAULT),
+                                H5Dclose, "creating " + path);
+        h5::write_u64_attr(ds, "checksum", sums.sum[3 * i + static_cast<std::size_t>(g)]);
+        h5::write_string_attr(ds, "bucket", b.name);
+        h5::write_i64_attr(ds, "offset_in_bucket", static_cast<std::int64_t>(t.offset));
+        transfer(ds, t, sl, group_span(st.buckets[refs[i].bucket], g).data(), dxpl, true, path);
+        ds.close("closing " + path);
+      });
+  }
+  stage(st.comm, temp, [&] { h5::check(H5Fflush(f, H5F_SCOPE_GLOBAL), "flushing the file"); });
+  stage(st.comm, temp, [&] { f.close("closing the file"); });
+}
+
+void write_header(hid_t f, const ShardState& st, const Metadata& meta, h5::Id& dcpl, h5::Id& dxpl) {
   const std::string record = detail::layout_record(*st.layout);
   h5::write_string_attr(f, "format", detail::kFormatName);
   h5::write_i64_attr(f, "format_version", meta.format_version);
@@ -252,31 +300,11 @@ void write_file(const std::string& temp, const ShardState& st, const Metadata& m
   make_group("/optimizer/adam_m");
   make_group("/optimizer/adam_v");
 
-  h5::Id dcpl = h5::checked(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "creating a property list");
+  dcpl = h5::checked(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "creating a property list");
   // Every element is written, so HDF5 need not pre-fill the space.
   h5::check(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER), "setting fill time");
   h5::check(H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY), "setting allocation time");
-  h5::Id dxpl = collective_dxpl(st.two_phase_io);
-  for (std::size_t i = 0; i < refs.size(); ++i) {
-    const auto& b = st.layout->buckets[refs[i].bucket];
-    const auto& t = b.tensors[refs[i].tensor];
-    const auto sh = model::shard_bucket(b.count, st.partition_size, st.align);
-    const Slice sl = st.writer ? slice_of(t, sh, st.shard_index) : Slice{};
-    for (int g = 0; g < 3; ++g) {
-      const std::string path = detail::dataset_path(g, t.name);
-      h5::Id space = h5::make_space(t.shape);
-      h5::Id ds = h5::checked(H5Dcreate2(f, path.c_str(), H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl,
-                                         H5P_DEFAULT),
-                              H5Dclose, "creating " + path);
-      h5::write_u64_attr(ds, "checksum", sums.sum[3 * i + static_cast<std::size_t>(g)]);
-      h5::write_string_attr(ds, "bucket", b.name);
-      h5::write_i64_attr(ds, "offset_in_bucket", static_cast<std::int64_t>(t.offset));
-      transfer(ds, t, sl, group_span(st.buckets[refs[i].bucket], g).data(), dxpl, true, path);
-      ds.close("closing " + path);
-    }
-  }
-  h5::check(H5Fflush(f, H5F_SCOPE_GLOBAL), "flushing the file");
-  f.close("closing the file");
+  dxpl = collective_dxpl(st.two_phase_io);
 }
 
 void fsync_path(const std::string& path, bool directory) {
@@ -403,13 +431,11 @@ std::string save(const std::string& dir, const ShardState& st, const Metadata& m
 
   try {
     write_file(temp, st, meta, refs, sums);
-  } catch (const h5::Fault& f) {
-    err = temp + ": " + f.what;
-  }
-  try {
-    agree(st.comm, err);
-  } catch (...) {
+  } catch (const Error&) {
+    // Agreed inside write_file, so every rank is here: the file is closed everywhere;
+    // no rank returns before the temporary is gone.
     if (rank == 0) ::unlink(temp.c_str());
+    MPI_Barrier(st.comm);
     throw;
   }
 
@@ -506,25 +532,26 @@ Metadata load(const std::string& path, const ShardState& st) {
       auto s = group_span(sh, g);
       std::fill(s.begin(), s.end(), 0.0f);
     }
-  try {
-    h5::Id fapl = mpio_fapl(st.comm);
-    h5::Id f = h5::checked(H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose, "opening the file");
-    h5::Id dxpl = collective_dxpl(st.two_phase_io);
+  {
+    h5::Id fapl, f, dxpl;
+    stage(st.comm, file, [&] {
+      fapl = mpio_fapl(st.comm);
+      f = h5::checked(H5Fopen(file.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose, "opening the file");
+      dxpl = collective_dxpl(st.two_phase_io);
+    });
     for (std::size_t i = 0; i < refs.size(); ++i) {
       const auto& b = st.layout->buckets[refs[i].bucket];
       const auto& t = b.tensors[refs[i].tensor];
       const Slice sl = slice_of(t, model::shard_bucket(b.count, st.partition_size, st.align), st.shard_index);
-      for (int g = 0; g < 3; ++g) {
-        const std::string p = detail::dataset_path(g, t.name);
-        h5::Id ds = h5::checked(H5Dopen2(f, p.c_str(), H5P_DEFAULT), H5Dclose, "opening " + p);
-        transfer(ds, t, sl, group_span(st.buckets[refs[i].bucket], g).data(), dxpl, false, p);
-      }
+      for (int g = 0; g < 3; ++g)
+        stage(st.comm, file, [&] {
+          const std::string p = detail::dataset_path(g, t.name);
+          h5::Id ds = h5::checked(H5Dopen2(f, p.c_str(), H5P_DEFAULT), H5Dclose, "opening " + p);
+          transfer(ds, t, sl, group_span(st.buckets[refs[i].bucket], g).data(), dxpl, false, p);
+        });
     }
-    f.close("closing the file");
-  } catch (const h5::Fault& fault) {
-    err = file + ": " + fault.what;
+    stage(st.comm, file, [&] { f.close("closing the file"); });
   }
-  agree(st.comm, err);
 
   // Every element was read by some writer rank; together their partial sums give each
   // tensor's checksum whatever the layout.

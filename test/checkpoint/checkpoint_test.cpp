@@ -340,3 +340,18 @@ BOOST_AUTO_TEST_CASE(altered_attributes_are_detected) {
   auto s = state_for(layout, 1, 16, false);
   expect_failure(failure_of([&] { ck::load(file, s->st); }), file, "metadata checksum mismatch");
 }
+
+// A write that fails on one rank only (here: the last, by a test hook) must fail the save
+// on every rank with that rank's message, leave no file behind, and not hang.
+BOOST_AUTO_TEST_CASE(a_failure_on_one_rank_fails_the_save_everywhere) {
+  ScratchDir tmp;
+  const std::string d = tmp.path + "/onefails";
+  if (world_rank() == world_size() - 1) setenv("MICS_CKPT_TEST_FAIL_WRITE", "1", 1);
+  const std::string msg = failure_of([&] { save_synthetic(d, 8); });
+  unsetenv("MICS_CKPT_TEST_FAIL_WRITE");
+  expect_failure(msg, d + "/step_00000008.h5.tmp", "injected write failure in /model/wte");
+  BOOST_CHECK(names_in(d).empty());
+  // The directory is still usable.
+  save_synthetic(d, 8);
+  BOOST_CHECK(names_in(d) == (std::set<std::string>{"latest", "step_00000008.h5"}));
+}
