@@ -5,7 +5,7 @@
 // described by model::BucketLayout and model::shard_bucket; the file holds every
 // tensor with its true shape and no padding, so any HDF5 tool reads it by name and any
 // other layout (world size, partition size, strategy) loads it by reading the slices
-// it owns. Format: validation/CHECKPOINT-FORMAT.md (merged into the README).
+// it owns. The format is documented in README.md, "Checkpoint format".
 //
 // Every function here is collective over state.comm / comm: all ranks call it with the
 // same arguments. Every failure (bad file, bad state, I/O error) is agreed on through
