@@ -12,6 +12,7 @@
 #include "mics/checkpoint/checkpoint.hpp"
 #include "mics/comm/mpi_collectives.hpp"
 #include "mics/comm/process_groups.hpp"
+#include "mics/core/agree.hpp"
 #include "mics/core/check.hpp"
 #include "mics/core/error.hpp"
 #include "mics/data/dataset.hpp"
@@ -149,9 +150,14 @@ int run_training(const RunOptions& o) {
   // A resumed run continues the stored run: its seed fixes the data order.
   std::string resume_path;
   if (!opt.resume.empty()) {
-    resume_path = checkpoint::resolve(MPI_COMM_WORLD, opt.resume, opt.checkpoint_dir);
-    const checkpoint::Info info = checkpoint::info(MPI_COMM_WORLD, resume_path);
-    if (!info.meta.rng_state.empty()) tc.seed = info.meta.rng_state.front();
+    try {
+      resume_path = checkpoint::resolve(MPI_COMM_WORLD, opt.resume, opt.checkpoint_dir);
+      const checkpoint::Info info = checkpoint::info(MPI_COMM_WORLD, resume_path);
+      if (!info.meta.rng_state.empty()) tc.seed = info.meta.rng_state.front();
+    } catch (const Error& e) {
+      // The checkpoint library names the file only; say which option it came from.
+      throw Error(std::string("--resume: ") + e.what(), e.everywhere());
+    }
   }
 
   // Every rank validates the same request and fails alike, before any collective.
@@ -248,8 +254,19 @@ int run_training(const RunOptions& o) {
   std::unique_ptr<report::MetricsWriter> metrics;
   const report::RunLayout run_layout{world, plan.ranks_per_node(), p, engine::to_string(tc.strategy),
                                      groups.hierarchical(), engine::to_string(tc.grad_sync)};
-  if (lead && (!opt.metrics.empty() || !opt.metrics_jsonl.empty()))
-    metrics = std::make_unique<report::MetricsWriter>(opt.metrics, run_layout, group_names, opt.metrics_jsonl);
+  {
+    // Only rank 0 opens the files: the others must learn of a failure here, or they would
+    // wait in the first step's collectives for a rank that has left.
+    std::string open_error;
+    if (lead && (!opt.metrics.empty() || !opt.metrics_jsonl.empty())) {
+      try {
+        metrics = std::make_unique<report::MetricsWriter>(opt.metrics, run_layout, group_names, opt.metrics_jsonl);
+      } catch (const Error& e) {
+        open_error = e.what();
+      }
+    }
+    agree(MPI_COMM_WORLD, open_error);
+  }
 
   const double step_flops = model::training_flops(opt.model, tc.global_batch, false);
   std::optional<double> peak;
