@@ -168,6 +168,11 @@ int run_training(const RunOptions& o) {
 #if MICS_HAVE_CUDA
     const int count = device::cuda_device_count();
     gpu = opt.device >= 0 ? opt.device : (count > 0 ? local_rank() % count : 0);
+    // Agreed, since a node without a GPU may sit beside nodes with one.
+    agree(MPI_COMM_WORLD, count > 0 ? std::string()
+                                    : "--backend cuda: no GPU is visible to this process; use --backend cpu");
+#else
+    throw UsageError("--backend cuda: this mics-train was built without CUDA (MICS_ENABLE_CUDA=OFF); use --backend cpu");
 #endif
     backend = device::make_backend("cuda", 0, gpu);
   } else {
