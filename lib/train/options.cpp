@@ -234,6 +234,8 @@ bool parse_options(int argc, char** argv, RunOptions& o, std::string& help_out) 
 
   o.metrics = get<std::string>(vm, "metrics");
   o.metrics_jsonl = get<std::string>(vm, "metrics-jsonl");
+  require(o.metrics_jsonl.empty() || !o.metrics.empty(),
+          "--metrics-jsonl needs --metrics FILE as well (the JSON lines are the CSV's twin)");
   o.log_every = get<int>(vm, "log-every");
   require(o.log_every > 0, "--log-every must be at least 1");
   o.eval_every = get<int>(vm, "eval-every");
