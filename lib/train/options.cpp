@@ -1,5 +1,6 @@
 #include "mics/train/options.hpp"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -134,7 +135,9 @@ bool parse_options(int argc, char** argv, RunOptions& o, std::string& help_out) 
     if (vm.count("config")) {
       for (const auto& path : vm["config"].as<std::vector<std::string>>()) {
         std::ifstream in(path);
-        if (!in) throw UsageError("cannot read --config file '" + path + "'; check the path");
+        // A directory opens as an empty stream on Linux: reject it rather than read nothing.
+        if (!in || std::filesystem::is_directory(path))
+          throw UsageError("cannot read --config file '" + path + "'; check the path");
         std::ostringstream text;
         text << in.rdbuf();
         given << "# " << path << "\n" << text.str();
@@ -217,6 +220,7 @@ bool parse_options(int argc, char** argv, RunOptions& o, std::string& help_out) 
   require(o.backend == "cpu" || o.backend == "cuda",
           "--backend '" + o.backend + "' is not known; choose cpu or cuda");
   o.threads = get<int>(vm, "threads");
+  require(o.threads >= 0, "--threads " + std::to_string(o.threads) + " must be 0 (OMP_NUM_THREADS) or a positive count");
   o.device = get<int>(vm, "device");
   o.compute = device::parse_dtype(vm.count("compute-dtype") ? get<std::string>(vm, "compute-dtype")
                                                             : (o.backend == "cuda" ? "bf16" : "f32"));
