@@ -142,7 +142,8 @@ with open(out_path, "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(cols)
     for r in rows:
-        w.writerow([f"{r[c]:.6g}" if isinstance(r[c], float) else r[c] for c in cols])
+        w.writerow([(f"{r[c]:.0f}" if c.endswith("_bytes_per_step") else f"{r[c]:.6g}")
+                    if isinstance(r[c], float) else r[c] for c in cols])
 
 hdr = ("| run | W | p | hier | step ms (min-max) | TFLOPS/rank | exposed comm ms | partition B/step | "
        "replication B/step | inter B/step | intra B/step | model states/rank | final loss | limit/step |")
