@@ -57,16 +57,16 @@ po::options_description option_description() {
     ("steps", po::value<int>()->default_value(20), "optimizer steps to run (in total, with --resume)")
     ("seed", po::value<std::uint64_t>()->default_value(1234),
      "seed of the initialisation and of the data order (any layout sees the same model and data)")
-    ("lr", po::value<double>()->default_value(3e-4), "peak learning rate")
-    ("min-lr", po::value<double>()->default_value(3e-5), "learning rate at the end of the cosine decay")
+    ("lr", po::value<double>()->default_value(3e-4, "3e-4"), "peak learning rate")
+    ("min-lr", po::value<double>()->default_value(3e-5, "3e-5"), "learning rate at the end of the cosine decay")
     ("warmup", po::value<int>()->default_value(10), "linear warm-up steps")
     ("decay-steps", po::value<int>()->default_value(0), "end of the cosine decay (0: --steps)")
-    ("weight-decay", po::value<double>()->default_value(0.1),
+    ("weight-decay", po::value<double>()->default_value(0.1, "0.1"),
      "decoupled weight decay (never on biases and LayerNorm)")
     ("grad-clip", po::value<double>()->default_value(1.0), "global gradient-norm clip (0: off)")
-    ("beta1", po::value<double>()->default_value(0.9), "Adam beta1")
-    ("beta2", po::value<double>()->default_value(0.95), "Adam beta2")
-    ("eps", po::value<double>()->default_value(1e-8), "Adam epsilon");
+    ("beta1", po::value<double>()->default_value(0.9, "0.9"), "Adam beta1")
+    ("beta2", po::value<double>()->default_value(0.95, "0.95"), "Adam beta2")
+    ("eps", po::value<double>()->default_value(1e-8, "1e-8"), "Adam epsilon");
 
   po::options_description dev("Device and communication");
   dev.add_options()
