@@ -295,7 +295,7 @@ struct Engine::Impl {
 // ---------------------------------------------------------------------------------------
 Engine::Engine(const model::ModelConfig& model, const TrainConfig& cfg, device::Backend& backend,
                comm::Collectives& collectives, comm::ProcessGroups& groups, DType compute,
-               DType reduce, DType states)
+               DType reduce, DType states, bool defer_collectives)
     : impl_(std::make_unique<Impl>(model, cfg, backend, collectives, groups, compute, reduce,
                                    states)) {
   Impl& m = *impl_;
@@ -381,7 +381,7 @@ Engine::Engine(const model::ModelConfig& model, const TrainConfig& cfg, device::
     s.recv = device::Buffer(backend, largest_chunk * rb);
     working_bytes_ += largest * cb + (reduce != compute ? largest * rb : 0) + largest_chunk * rb;
   }
-  m.refresh_compute();
+  if (!defer_collectives) m.refresh_compute();
 }
 
 Engine::~Engine() {

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <cstdio>
 #include <memory>
+#include <new>
 #include <optional>
 #include <sstream>
 
@@ -195,12 +197,50 @@ int run_training(const RunOptions& o) {
       throw UsageError("--partition-size auto needs --memory-per-rank GiB on this backend");
     tc.partition_size = engine::auto_partition_size(opt.model, world, g, opt.compute, memory);
   }
+  if (tc.strategy != engine::Strategy::mics && tc.partition_size > 0 &&
+      tc.partition_size != engine::partition_size_for(tc.strategy, 0, world))
+    throw UsageError("--partition-size " + std::to_string(tc.partition_size) + " does not apply to --strategy " +
+                     engine::to_string(tc.strategy) + ", whose partition size is " +
+                     std::to_string(engine::partition_size_for(tc.strategy, 0, world)) +
+                     "; drop it, or use --strategy mics");
   const int p = engine::partition_size_for(tc.strategy, tc.partition_size, world);
   auto groups = comm::make_process_groups(MPI_COMM_WORLD, tc.ranks_per_node, p, tc.hierarchical);
   auto collectives = make_collectives(opt, *backend, gpu);
   data::DataSource data = data::open_data(opt.data, static_cast<int>(opt.model.vocab));
 
-  engine::Engine eng(opt.model, tc, *backend, *collectives, groups, opt.compute, opt.grad_reduce);
+  // A save must not be the first to find that the directory is unusable: that would come
+  // after the training it was meant to keep.
+  if (!opt.checkpoint_dir.empty()) {
+    std::string problem;
+    if (rank == 0) {
+      std::error_code ec;
+      std::filesystem::create_directories(opt.checkpoint_dir, ec);
+      if (ec || ::access(opt.checkpoint_dir.c_str(), W_OK) != 0)
+        problem = "--checkpoint-dir " + opt.checkpoint_dir + ": cannot create or write it (" +
+                  (ec ? ec.message() : std::string("not writable")) + "); choose a writable directory";
+    }
+    agree(MPI_COMM_WORLD, problem);
+  }
+
+  // Allocating the model states and activations can fail on some ranks only (a full
+  // device); every rank reaches the agreement before the engine's first collective.
+  std::unique_ptr<engine::Engine> engine_ptr;
+  {
+    std::string problem;
+    try {
+      engine_ptr = std::make_unique<engine::Engine>(opt.model, tc, *backend, *collectives, groups,
+                                                    opt.compute, opt.grad_reduce, device::DType::f32,
+                                                    /*defer_collectives=*/true);
+    } catch (const std::bad_alloc&) {
+      problem = "out of host memory while allocating the model (" + opt.model.name +
+                "); use a larger --partition-size, a smaller --micro-batch or a smaller model";
+    } catch (const Error& e) {
+      problem = e.what();
+    }
+    agree(MPI_COMM_WORLD, problem);
+  }
+  engine::Engine& eng = *engine_ptr;
+  eng.refresh_compute_copies();
   CheckpointBridge bridge(eng, *backend, groups);
 
   const auto& plan = groups.plan();

@@ -76,11 +76,14 @@ public:
   // partition group. compute: the model's compute type; reduce: the type gradients are
   // reduce-scattered in (f32, or the compute type); states: master weights, Adam moments
   // and the gradient accumulator (f32; f64 lets tests separate the engine's logic from
-  // float32 rounding).
+  // float32 rounding). The constructor allocates everything first and then fills the
+  // compute copies, which is collective for zero2; with defer_collectives the caller does
+  // that with refresh_compute_copies(), so that it can first agree that every rank's
+  // allocations succeeded.
   Engine(const model::ModelConfig& model, const TrainConfig& cfg, device::Backend& backend,
          comm::Collectives& collectives, comm::ProcessGroups& groups,
          device::DType compute = device::DType::f32, device::DType reduce = device::DType::f32,
-         device::DType states = device::DType::f32);
+         device::DType states = device::DType::f32, bool defer_collectives = false);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
