@@ -42,7 +42,7 @@ int local_ranks() {
   return n;
 }
 
-int local_rank() {
+[[maybe_unused]] int local_rank() {  // used to pick a GPU
   MPI_Comm local = MPI_COMM_NULL;
   MICS_CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local));
   int r = 0;

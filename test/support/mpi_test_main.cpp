@@ -2,7 +2,6 @@
 // rank 0 reports, and every rank exits with the global verdict, so a failure on any
 // rank fails the ctest entry.
 #define BOOST_TEST_NO_MAIN
-#define BOOST_TEST_DYN_LINK
 #include <mpi.h>
 
 #include <boost/test/unit_test.hpp>
