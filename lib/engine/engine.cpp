@@ -278,6 +278,7 @@ struct Engine::Impl {
 
   // --- the optimizer step ---------------------------------------------------------------------
   void refresh_compute() {
+    std::vector<comm::Request> gathers;  // all buckets in flight at once, then one wait
     for (int b = 0; b < buckets(); ++b) {
       const auto ub = static_cast<std::size_t>(b);
       if (dt != mdt)
@@ -287,8 +288,10 @@ struct Engine::Impl {
       void* own = device::offset(persistent_copy[ub].get(), dt,
                                  static_cast<std::int64_t>(shard[ub].begin(q)));
       be.copy(own, shard_source(b), chunk(b) * device::dtype_size(dt));
-      if (p > 1) coll.gather_partition(persistent_copy[ub].get(), chunk(b), dt, groups, hierarchical).wait();
+      if (p > 1)
+        gathers.push_back(coll.gather_partition(persistent_copy[ub].get(), chunk(b), dt, groups, hierarchical));
     }
+    for (auto& g : gathers) g.wait();
   }
 };
 
