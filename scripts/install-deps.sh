@@ -10,6 +10,7 @@ packages=(
   libboost-program-options-dev libboost-test-dev
   libopenblas-dev                         # BLAS for the CPU backend
   python3-h5py python3-matplotlib         # checkpoint interoperability test, plots
+  slurm-wlm munge                         # the Slurm job-script test (test/slurm)
 )
 
 missing=()
