@@ -126,12 +126,15 @@ struct Engine::Impl {
 
   // Model states of shard q, fp32.
   std::vector<device::Buffer> master, adam_m, adam_v, grad_acc;
-  std::vector<device::Buffer> compute_shard;   // only when dt != f32
+  std::vector<device::Buffer> compute_shard;   // only when dt != mdt
   std::vector<device::Buffer> persistent_copy; // ddp / zero2
   std::vector<ParamSlot> param_slots;
   std::vector<ParamSlot*> gathered;            // by bucket: the slot holding it, or null
   std::vector<GradSlot> grad_slots;
   std::deque<GradSlot*> reducing;              // in flight, oldest first
+  // Host staging of one step's micro-batches (tokens, targets, predicted-token counts).
+  std::vector<std::int32_t> batch_tokens, batch_targets, mask_scratch;
+  std::vector<std::int64_t> batch_counts;
   CommTime exposed;
 
   Impl(const model::ModelConfig& m, const TrainConfig& c, device::Backend& b,
@@ -409,26 +412,31 @@ StepResult Engine::train_step(const data::Dataset& data) {
   // This rank's micro-batches, then the global count of predicted tokens, so that each
   // micro-batch's mean-loss gradient is weighted by its share of the global batch.
   const std::size_t per = static_cast<std::size_t>(mb * T);
-  std::vector<std::int32_t> tokens(per * static_cast<std::size_t>(A)), targets(tokens.size());
-  double counted[2] = {0, 0};  // {this rank's counted tokens, loss sum}
-  std::vector<std::int64_t> count_of(static_cast<std::size_t>(A));
+  // Host staging reused across steps: sized on the first step, never reallocated after.
+  std::vector<std::int32_t>& tokens = m.batch_tokens;
+  std::vector<std::int32_t>& targets = m.batch_targets;
+  std::vector<std::int64_t>& count_of = m.batch_counts;
+  tokens.resize(per * static_cast<std::size_t>(A));
+  targets.resize(tokens.size());
+  count_of.resize(static_cast<std::size_t>(A));
+  m.mask_scratch.resize(per);
+  double total = 0;  // predicted tokens: this rank's, then (after the sum) the global batch's
   for (int a = 0; a < A; ++a) {
     std::int32_t* tk = tokens.data() + per * static_cast<std::size_t>(a);
     std::int32_t* tg = targets.data() + per * static_cast<std::size_t>(a);
     data::fill_micro_batch(data, m.cfg.seed, step_, bl, m.rank, a, T, tk, tg);
     if (m.mc.variant == model::Variant::bert) {
-      const std::vector<std::int32_t> raw(tk, tk + per);
-      model::bert_mask(raw.data(), mb, T, m.mc.vocab,
+      std::copy(tk, tk + per, m.mask_scratch.begin());
+      model::bert_mask(m.mask_scratch.data(), mb, T, m.mc.vocab,
                        data::mix3(m.cfg.seed, static_cast<std::uint64_t>(step_), 0x6d61736bULL),
                        bl.sequence_index(m.rank, a, 0), tk, tg);
     }
     std::int64_t n = 0;
     for (std::size_t i = 0; i < per; ++i) n += tg[i] >= 0 ? 1 : 0;
     count_of[static_cast<std::size_t>(a)] = n;
-    counted[0] += static_cast<double>(n);
+    total += static_cast<double>(n);
   }
-  sum_host(counted, 1, m.groups.world());
-  const double total = counted[0];
+  sum_host(&total, 1, m.groups.world());
 
   double loss_sum = 0;
   for (int a = 0; a < A; ++a) {
@@ -453,7 +461,7 @@ StepResult Engine::train_step(const data::Dataset& data) {
   }
 
   // Global gradient norm: replicas hold identical shards, so the partition group's shards
-  // cover the model exactly once. The loss is summed over the world at the same time.
+  // cover the model exactly once. The weighted loss is summed over the whole world.
   double norm2 = 0;
   for (int b = 0; b < m.buckets(); ++b)
     norm2 += m.be.sum_squares(m.mdt, m.grad_acc[static_cast<std::size_t>(b)].get(),
