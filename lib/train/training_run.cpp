@@ -32,23 +32,20 @@
 namespace mics::train {
 namespace {
 
-int local_ranks() {
-  MPI_Comm local = MPI_COMM_NULL;
-  MICS_CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local));
-  int n = 1, r = 0;
-  MPI_Comm_size(local, &n);
-  MPI_Comm_rank(local, &r);
-  MPI_Comm_free(&local);
-  return n;
-}
+// This rank's place among the ranks sharing its host's memory (one split, done once).
+struct HostPlace {
+  int rank = 0;
+  int size = 1;
+};
 
-[[maybe_unused]] int local_rank() {  // used to pick a GPU
+HostPlace host_place() {
   MPI_Comm local = MPI_COMM_NULL;
   MICS_CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local));
-  int r = 0;
-  MPI_Comm_rank(local, &r);
+  HostPlace h;
+  MPI_Comm_rank(local, &h.rank);
+  MPI_Comm_size(local, &h.size);
   MPI_Comm_free(&local);
-  return r;
+  return h;
 }
 
 std::string preset_text(const model::ModelConfig& c) {
@@ -164,12 +161,13 @@ int run_training(const RunOptions& o) {
 
   // Every rank validates the same request and fails alike, before any collective.
   engine::accumulation_steps(tc, world);
+  const HostPlace host = host_place();
   int gpu = -1;
   std::unique_ptr<device::Backend> backend;
   if (opt.backend == "cuda") {
 #if MICS_HAVE_CUDA
     const int count = device::cuda_device_count();
-    gpu = opt.device >= 0 ? opt.device : (count > 0 ? local_rank() % count : 0);
+    gpu = opt.device >= 0 ? opt.device : (count > 0 ? host.rank % count : 0);
     // Agreed, since a node without a GPU may sit beside nodes with one.
     agree(MPI_COMM_WORLD, count > 0 ? std::string()
                                     : "--backend cuda: no GPU is visible to this process; use --backend cpu");
@@ -182,17 +180,17 @@ int run_training(const RunOptions& o) {
     // so that oversubscribed OpenMP teams do not spin against each other.
     int threads = opt.threads;
     if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr)
-      threads = std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)) / local_ranks());
+      threads = std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)) / host.size);
     backend = device::make_backend("cpu", threads);
   }
 
-  const int g = tc.ranks_per_node > 0 ? tc.ranks_per_node : local_ranks();
+  const int g = tc.ranks_per_node > 0 ? tc.ranks_per_node : host.size;
   if (opt.partition_auto) {
     std::size_t memory = static_cast<std::size_t>(tc.memory_per_rank_gib * 1024.0 * 1024.0 * 1024.0);
     if (memory == 0) memory = backend->memory_capacity();
     if (memory == 0 && backend->is_host_memory())
       memory = static_cast<std::size_t>(sysconf(_SC_PHYS_PAGES)) *
-               static_cast<std::size_t>(sysconf(_SC_PAGE_SIZE)) / static_cast<std::size_t>(local_ranks());
+               static_cast<std::size_t>(sysconf(_SC_PAGE_SIZE)) / static_cast<std::size_t>(host.size);
     if (memory == 0)
       throw UsageError("--partition-size auto needs --memory-per-rank GiB on this backend");
     tc.partition_size = engine::auto_partition_size(opt.model, world, g, opt.compute, memory);
