@@ -12,7 +12,15 @@
 // progresses in the background.
 //
 // Pinned buffers are pooled (cudaMallocHost is slow) and freed with the object, which must
-// outlive its Requests and be destroyed before MPI_Finalize.
+// outlive its Requests and be destroyed before MPI_Finalize. Device temporaries
+// (allocate_temp, the hierarchical reduce-scatter's) are pooled too: cudaFree would
+// synchronise the device. The staging stream is made through the device backend owning
+// the compute stream (set_compute_stream), so that its caching allocator waits for the
+// copies queued there before reusing a freed block.
+//
+// A group of one rank is not staged at all: all-gather, all-reduce and broadcast have
+// nothing to do and return a complete Request, and reduce-scatter is a copy on the
+// compute stream. No traffic is counted for them.
 #if MICS_HAVE_CUDA
 #include <cuda_runtime.h>
 
@@ -25,6 +33,11 @@
 
 namespace mics::comm {
 
+namespace detail {
+class CommStream;
+class DeviceTempPool;
+}  // namespace detail
+
 class StagedCollectives final : public Collectives {
 public:
   // Uses the current CUDA device (the device backend selects it). Needs MPI initialised.
@@ -34,8 +47,10 @@ public:
   const char* backend() const noexcept override { return "mpi-staged"; }
   // The stream kernels producing the inputs run on (the device backend's compute stream).
   // Without it every operation first synchronises the whole device.
-  void set_compute_stream(cudaStream_t s) noexcept { compute_ = s; }
-  cudaStream_t stream() const noexcept { return stream_; }
+  void set_compute_stream(cudaStream_t s);
+  cudaStream_t stream() const noexcept;
+  // Device temporaries cudaMalloc'd so far for allocate_temp (pooled).
+  std::size_t temp_allocations() const;
 
   Request all_gather(void* buf, std::size_t chunk_count, DType dt, Group& group) override;
   Request reduce_scatter(const void* send, void* recv, std::size_t chunk_count, DType dt,
@@ -60,7 +75,8 @@ private:
   MpiCollectives mpi_;
   int device_ = 0;
   cudaStream_t compute_ = nullptr;
-  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<detail::CommStream> stream_;
+  std::unique_ptr<detail::DeviceTempPool> temps_;
   cudaEvent_t ready_ = nullptr;
   std::shared_ptr<std::mutex> pool_mu_ = std::make_shared<std::mutex>();
   std::shared_ptr<std::multimap<std::size_t, void*>> pool_ =

@@ -311,6 +311,11 @@ std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
 // GPU or driver is present.
 int cuda_device_count() noexcept;
 std::unique_ptr<Backend> make_cuda_backend(int device = 0);
+// The live CUDA backend whose compute stream is `native_compute_stream` (a cudaStream_t),
+// or nullptr. Communication code handed only that stream creates its own streams through
+// the backend (create_stream), so that the caching allocator also waits for the work
+// queued on them before it hands a freed block out again.
+Backend* cuda_backend_with_compute_stream(void* native_compute_stream) noexcept;
 #endif
 
 }  // namespace mics::device

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "../traffic.hpp"
+#include "device_comm.hpp"
 #include "mics/comm/cuda_probe.hpp"
 #include "mics/core/check.hpp"
 #include "mics/core/check_cuda.hpp"
@@ -109,7 +110,8 @@ int local_rank() {
 
 }  // namespace
 
-NcclCollectives::NcclCollectives(int device, double timeout_s) : timeout_s_(timeout_s) {
+NcclCollectives::NcclCollectives(int device, double timeout_s)
+    : timeout_s_(timeout_s), temps_(std::make_unique<detail::DeviceTempPool>()) {
   if (!cuda_device_available())
     throw Error("the NCCL backend needs a CUDA device and none is visible (cudaGetDeviceCount)");
   int count = 0;
@@ -124,10 +126,13 @@ NcclCollectives::~NcclCollectives() {
   // owner's scope guarantees that), and no MPI needed here.
   for (auto& [comm, ch] : channels_) {
     if (ch.comm) ncclCommDestroy(ch.comm);
-    if (ch.stream) cudaStreamDestroy(ch.stream);
+    ch.stream.reset();
   }
+  temps_.reset();
   if (ready_) cudaEventDestroy(ready_);
 }
+
+std::size_t NcclCollectives::temp_allocations() const { return temps_->mallocs(); }
 
 NcclCollectives::Channel& NcclCollectives::channel(Group& group) {
   MICS_ASSERT(group.valid(), "NCCL collective on group '" + group.name() + "' without a communicator");
@@ -139,78 +144,93 @@ NcclCollectives::Channel& NcclCollectives::channel(Group& group) {
   Channel ch;
   MICS_CHECK_CUDA(cudaSetDevice(device_));
   MICS_CHECK_NCCL(ncclCommInitRank(&ch.comm, group.size(), id, group.rank()));
-  MICS_CHECK_CUDA(cudaStreamCreateWithFlags(&ch.stream, cudaStreamNonBlocking));
-  return channels_.emplace(group.comm(), ch).first->second;
+  ch.stream = std::make_unique<detail::CommStream>();
+  ch.stream->create(compute_);
+  return channels_.emplace(group.comm(), std::move(ch)).first->second;
 }
 
-cudaStream_t NcclCollectives::stream_of(Group& group) { return channel(group).stream; }
+cudaStream_t NcclCollectives::stream_of(Group& group) {
+  return group.size() > 1 ? channel(group).stream->get() : nullptr;
+}
 
 void NcclCollectives::order_after_compute(Channel& ch) {
+  if (compute_ == nullptr) {
+    // The legacy stream does not order the backend's non-blocking streams: only a device
+    // synchronisation makes every earlier kernel's output visible (correct, slower).
+    MICS_CHECK_CUDA(cudaDeviceSynchronize());
+    return;
+  }
   MICS_CHECK_CUDA(cudaEventRecord(ready_, compute_));
-  MICS_CHECK_CUDA(cudaStreamWaitEvent(ch.stream, ready_, 0));
+  MICS_CHECK_CUDA(cudaStreamWaitEvent(ch.stream->get(), ready_, 0));
 }
 
 Request NcclCollectives::all_gather(void* buf, std::size_t chunk_count, DType dt, Group& group) {
+  if (group.size() == 1) return Request();  // the buffer already holds the one chunk
   Channel& ch = channel(group);
   order_after_compute(ch);
   const std::size_t bytes = chunk_count * dtype_size(dt);
   const std::uint64_t message = bytes * static_cast<std::uint64_t>(group.size());
-  auto op = std::make_unique<NcclOp>(ch.stream, group, detail::ring_bytes(Pattern::gather_or_scatter, group.size(), message), message,
+  auto op = std::make_unique<NcclOp>(ch.stream->get(), group, detail::ring_bytes(Pattern::gather_or_scatter, group.size(), message), message,
                                      "all-gather", &ch.comm, timeout_s_);
   // In place: NCCL treats sendbuff == recvbuff + rank*count as the in-place case.
   const void* mine = static_cast<const char*>(buf) + static_cast<std::size_t>(group.rank()) * bytes;
-  MICS_CHECK_NCCL(ncclAllGather(mine, buf, chunk_count, nccl_type(dt), ch.comm, ch.stream));
-  op->mark_end(ch.stream);
+  MICS_CHECK_NCCL(ncclAllGather(mine, buf, chunk_count, nccl_type(dt), ch.comm, ch.stream->get()));
+  op->mark_end(ch.stream->get());
   return Request(std::move(op));
 }
 
 Request NcclCollectives::reduce_scatter(const void* send, void* recv, std::size_t chunk_count, DType dt,
                                         Group& group) {
+  if (group.size() == 1) {
+    detail::ordered_device_copy(recv, send, chunk_count * dtype_size(dt), compute_);
+    return Request();
+  }
   Channel& ch = channel(group);
   order_after_compute(ch);
   const std::uint64_t message = chunk_count * dtype_size(dt) * static_cast<std::uint64_t>(group.size());
-  auto op = std::make_unique<NcclOp>(ch.stream, group, detail::ring_bytes(Pattern::gather_or_scatter, group.size(), message), message,
+  auto op = std::make_unique<NcclOp>(ch.stream->get(), group, detail::ring_bytes(Pattern::gather_or_scatter, group.size(), message), message,
                                      "reduce-scatter", &ch.comm, timeout_s_);
-  MICS_CHECK_NCCL(ncclReduceScatter(send, recv, chunk_count, nccl_type(dt), ncclSum, ch.comm, ch.stream));
-  op->mark_end(ch.stream);
+  MICS_CHECK_NCCL(ncclReduceScatter(send, recv, chunk_count, nccl_type(dt), ncclSum, ch.comm, ch.stream->get()));
+  op->mark_end(ch.stream->get());
   return Request(std::move(op));
 }
 
 Request NcclCollectives::all_reduce(void* buf, std::size_t count, DType dt, Group& group) {
+  if (group.size() == 1) return Request();
   Channel& ch = channel(group);
   order_after_compute(ch);
   const std::uint64_t message = count * dtype_size(dt);
-  auto op = std::make_unique<NcclOp>(ch.stream, group, detail::ring_bytes(Pattern::all_reduce, group.size(), message), message,
+  auto op = std::make_unique<NcclOp>(ch.stream->get(), group, detail::ring_bytes(Pattern::all_reduce, group.size(), message), message,
                                      "all-reduce", &ch.comm, timeout_s_);
-  MICS_CHECK_NCCL(ncclAllReduce(buf, buf, count, nccl_type(dt), ncclSum, ch.comm, ch.stream));
-  op->mark_end(ch.stream);
+  MICS_CHECK_NCCL(ncclAllReduce(buf, buf, count, nccl_type(dt), ncclSum, ch.comm, ch.stream->get()));
+  op->mark_end(ch.stream->get());
   return Request(std::move(op));
 }
 
 Request NcclCollectives::broadcast(void* buf, std::size_t count, DType dt, int root, Group& group) {
+  if (group.size() == 1) return Request();
   Channel& ch = channel(group);
   order_after_compute(ch);
   const std::uint64_t message = count * dtype_size(dt);
-  auto op = std::make_unique<NcclOp>(ch.stream, group, detail::ring_bytes(Pattern::broadcast, group.size(), message), message,
+  auto op = std::make_unique<NcclOp>(ch.stream->get(), group, detail::ring_bytes(Pattern::broadcast, group.size(), message), message,
                                      "broadcast", &ch.comm, timeout_s_);
-  MICS_CHECK_NCCL(ncclBroadcast(buf, buf, count, nccl_type(dt), root, ch.comm, ch.stream));
-  op->mark_end(ch.stream);
+  MICS_CHECK_NCCL(ncclBroadcast(buf, buf, count, nccl_type(dt), root, ch.comm, ch.stream->get()));
+  op->mark_end(ch.stream->get());
   return Request(std::move(op));
 }
 
 void NcclCollectives::barrier(Group& group) {
   // The device work of this group first, then the ranks.
+  if (group.size() == 1) return;
   Channel& ch = channel(group);
   const double t0 = MPI_Wtime();
-  MICS_CHECK_CUDA(cudaStreamSynchronize(ch.stream));
+  MICS_CHECK_CUDA(cudaStreamSynchronize(ch.stream->get()));
   MICS_CHECK_MPI(MPI_Barrier(group.comm()));
   detail::record(*group.shared_counters(), 0, 0, MPI_Wtime() - t0);
 }
 
 std::shared_ptr<void> NcclCollectives::allocate_temp(std::size_t bytes) {
-  void* p = nullptr;
-  MICS_CHECK_CUDA(cudaMalloc(&p, bytes > 0 ? bytes : 1));
-  return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+  return temps_->get(bytes);
 }
 
 }  // namespace mics::comm

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "../nccl/device_comm.hpp"
 #include "mics/core/check_cuda.hpp"
 #include "mics/core/error.hpp"
 
@@ -65,7 +66,9 @@ private:
 
 }  // namespace
 
-StagedCollectives::StagedCollectives() {
+StagedCollectives::StagedCollectives()
+    : stream_(std::make_unique<detail::CommStream>()),
+      temps_(std::make_unique<detail::DeviceTempPool>()) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     cudaGetLastError();
@@ -73,21 +76,30 @@ StagedCollectives::StagedCollectives() {
                 "(cudaGetDeviceCount)");
   }
   MICS_CHECK_CUDA(cudaGetDevice(&device_));
-  MICS_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  stream_->create(nullptr);
   MICS_CHECK_CUDA(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
 }
 
 StagedCollectives::~StagedCollectives() {
   cudaSetDevice(device_);
-  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  stream_->reset();  // waits for its queued copies first
   {
     std::lock_guard<std::mutex> lock(*pool_mu_);
     for (auto& kv : *pool_) cudaFreeHost(kv.second);
     pool_->clear();
   }
+  temps_.reset();
   if (ready_ != nullptr) cudaEventDestroy(ready_);
-  if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
+
+void StagedCollectives::set_compute_stream(cudaStream_t s) {
+  compute_ = s;
+  stream_->create(s);
+}
+
+cudaStream_t StagedCollectives::stream() const noexcept { return stream_->get(); }
+
+std::size_t StagedCollectives::temp_allocations() const { return temps_->mallocs(); }
 
 std::shared_ptr<void> StagedCollectives::pinned(std::size_t bytes) {
   if (bytes == 0) bytes = 1;
@@ -120,35 +132,33 @@ std::shared_ptr<void> StagedCollectives::pinned(std::size_t bytes) {
 }
 
 std::shared_ptr<void> StagedCollectives::allocate_temp(std::size_t bytes) {
-  void* p = nullptr;
-  if (bytes == 0) bytes = 1;
-  MICS_CHECK_CUDA(cudaMalloc(&p, bytes));
-  return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+  return temps_->get(bytes);
 }
 
 void StagedCollectives::stage_out(void* host, const void* dev, std::size_t bytes) {
   if (compute_ != nullptr) {
     MICS_CHECK_CUDA(cudaEventRecord(ready_, compute_));
-    MICS_CHECK_CUDA(cudaStreamWaitEvent(stream_, ready_, 0));
+    MICS_CHECK_CUDA(cudaStreamWaitEvent(stream(), ready_, 0));
   } else {
     // No compute stream given: the device backend's streams do not synchronise with the
     // legacy default stream, so wait for all work on the device (correct, slower).
     MICS_CHECK_CUDA(cudaDeviceSynchronize());
   }
   if (bytes > 0)
-    MICS_CHECK_CUDA(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, stream_));
-  MICS_CHECK_CUDA(cudaStreamSynchronize(stream_));
+    MICS_CHECK_CUDA(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, stream()));
+  MICS_CHECK_CUDA(cudaStreamSynchronize(stream()));
 }
 
 Request StagedCollectives::finish_with_copy_back(Request inner, void* dev,
                                                  std::shared_ptr<void> host, std::size_t bytes,
                                                  std::shared_ptr<void> keep) {
-  return Request(std::make_unique<StagedOp>(std::move(inner), stream_, dev, std::move(host),
+  return Request(std::make_unique<StagedOp>(std::move(inner), stream(), dev, std::move(host),
                                             bytes, std::move(keep)));
 }
 
 Request StagedCollectives::all_gather(void* buf, std::size_t chunk_count, DType dt,
                                       Group& group) {
+  if (group.size() == 1) return Request();  // the buffer already holds the one chunk
   const std::size_t chunk = chunk_count * dtype_size(dt);
   const std::size_t total = chunk * static_cast<std::size_t>(group.size());
   auto host = pinned(total);
@@ -160,6 +170,10 @@ Request StagedCollectives::all_gather(void* buf, std::size_t chunk_count, DType 
 
 Request StagedCollectives::reduce_scatter(const void* send, void* recv, std::size_t chunk_count,
                                           DType dt, Group& group) {
+  if (group.size() == 1) {
+    detail::ordered_device_copy(recv, send, chunk_count * dtype_size(dt), compute_);
+    return Request();
+  }
   const std::size_t chunk = chunk_count * dtype_size(dt);
   const std::size_t total = chunk * static_cast<std::size_t>(group.size());
   auto hsend = pinned(total);
@@ -170,6 +184,7 @@ Request StagedCollectives::reduce_scatter(const void* send, void* recv, std::siz
 }
 
 Request StagedCollectives::all_reduce(void* buf, std::size_t count, DType dt, Group& group) {
+  if (group.size() == 1) return Request();
   const std::size_t bytes = count * dtype_size(dt);
   auto host = pinned(bytes);
   stage_out(host.get(), buf, bytes);
@@ -179,6 +194,7 @@ Request StagedCollectives::all_reduce(void* buf, std::size_t count, DType dt, Gr
 
 Request StagedCollectives::broadcast(void* buf, std::size_t count, DType dt, int root,
                                      Group& group) {
+  if (group.size() == 1) return Request();
   const std::size_t bytes = count * dtype_size(dt);
   auto host = pinned(bytes);
   // Only the root's data matters; the others still order after the compute stream so

@@ -97,6 +97,18 @@ double peak_for(const std::string& name, DType dt) {
   return 0.0;
 }
 
+class CudaBackend;
+
+// Live backends by their compute stream, for cuda_backend_with_compute_stream().
+struct LiveBackends {
+  std::mutex mu;
+  std::map<cudaStream_t, CudaBackend*> by_stream;
+};
+LiveBackends& live_backends() {
+  static LiveBackends l;
+  return l;
+}
+
 class CudaBackend final : public Backend, private Scratch {
 public:
   explicit CudaBackend(int device) : device_(device) {
@@ -120,8 +132,14 @@ public:
     MICS_CHECK_CUDA(cudaMalloc(&blas_ws_, blas_ws_bytes_));
     MICS_CHECK_CUBLAS(cublasSetWorkspace(blas_, blas_ws_, blas_ws_bytes_));
     MICS_CHECK_CUDA(cudaMalloc(&dev_result_, sizeof(double)));
+    std::lock_guard<std::mutex> lock(live_backends().mu);
+    live_backends().by_stream[compute_->get()] = this;
   }
   ~CudaBackend() override {
+    {
+      std::lock_guard<std::mutex> lock(live_backends().mu);
+      live_backends().by_stream.erase(compute_->get());
+    }
     cudaSetDevice(device_);
     cudaDeviceSynchronize();
     for (auto& kv : cached_) release_cached(kv.second);
@@ -178,17 +196,8 @@ public:
     std::lock_guard<std::mutex> lock(mu_);
     auto it = live_.find(p);
     if (it == live_.end()) return;  // not ours: never free foreign memory
-    Cached c{p, {}};
-    // Mark the end of every stream's queue: the block is free once all of them pass it.
-    std::lock_guard<std::mutex> reg_lock(registry_->mu);
-    for (cudaStream_t s : registry_->streams) {
-      cudaEvent_t e = nullptr;
-      if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess) continue;
-      cudaEventRecord(e, s);
-      c.events.push_back(e);
-    }
     in_use_ -= it->second.bytes;
-    cached_.emplace(it->second.cap, std::move(c));
+    retire(p, it->second.cap);
     live_.erase(it);
   }
   void* allocate_host(std::size_t bytes) override {
@@ -498,6 +507,20 @@ private:
     if (!supports(dt)) unsupported(what, dt);
   }
 
+  // Files block p (capacity cap) in the cache, usable again once the work queued now on
+  // every stream of this backend has passed. Needs mu_.
+  void retire(void* p, std::size_t cap) noexcept {
+    Cached c{p, {}};
+    std::lock_guard<std::mutex> reg_lock(registry_->mu);
+    for (cudaStream_t s : registry_->streams) {
+      cudaEvent_t e = nullptr;
+      if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess) continue;
+      cudaEventRecord(e, s);
+      c.events.push_back(e);
+    }
+    cached_.emplace(cap, std::move(c));
+  }
+
   static void release_cached(Cached& c) {
     for (cudaEvent_t e : c.events) cudaEventDestroy(e);
     c.events.clear();
@@ -521,26 +544,28 @@ private:
     return nullptr;
   }
 
-  // Scratch (private base): one growing buffer per slot, on the compute stream.
+  // Scratch (private base): one growing buffer per slot, on the compute stream. A buffer
+  // that grows goes to the block cache instead of cudaFree (which would synchronise the
+  // device in the middle of a step); queued kernels may still read it, so it is reused
+  // only after they pass, like any freed block. Scratch is not counted in bytes_in_use().
   void* get(int slot, std::size_t bytes) override {
     ScratchBuf& b = scratch_[static_cast<std::size_t>(slot)];
     if (bytes == 0) bytes = 1;
-    if (b.bytes < bytes) {
-      if (b.p != nullptr) {
-        // Queued kernels may still read the old buffer.
-        compute_->synchronize();
-        cudaFree(b.p);
-        b.p = nullptr;
-        b.bytes = 0;
-      }
-      const std::size_t want = std::max(bytes, b.bytes + b.bytes / 2);
-      if (cudaMalloc(&b.p, want) != cudaSuccess) {
-        cudaGetLastError();
-        throw Error("cuda backend: out of device memory for " + std::to_string(want) +
-                    " bytes of kernel workspace on " + name());
-      }
-      b.bytes = want;
+    if (b.bytes >= bytes) return b.p;
+    const std::size_t want = round_size(std::max(bytes, b.bytes + b.bytes / 2));
+    std::lock_guard<std::mutex> lock(mu_);
+    if (b.p != nullptr) retire(b.p, b.bytes);
+    b.p = nullptr;
+    b.bytes = 0;
+    std::size_t cap = want;
+    void* p = take_cached(want, cap);
+    if (p == nullptr && cudaMalloc(&p, want) != cudaSuccess) {
+      cudaGetLastError();
+      throw Error("cuda backend: out of device memory for " + std::to_string(want) +
+                  " bytes of kernel workspace on " + name());
     }
+    b.p = p;
+    b.bytes = cap;
     return b.p;
   }
 
@@ -584,6 +609,13 @@ int cuda_device_count() noexcept {
     return 0;
   }
   return n;
+}
+
+Backend* cuda_backend_with_compute_stream(void* native_compute_stream) noexcept {
+  auto& l = cuda::live_backends();
+  std::lock_guard<std::mutex> lock(l.mu);
+  auto it = l.by_stream.find(static_cast<cudaStream_t>(native_compute_stream));
+  return it == l.by_stream.end() ? nullptr : it->second;
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int device) {

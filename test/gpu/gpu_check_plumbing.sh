@@ -1,0 +1,44 @@
+#!/bin/bash
+# gpu_check_plumbing SOURCE_DIR BUILD_DIR WORK_DIR (ctest; see CMakeLists.txt):
+# 1. gpu-prepare.sh --from-build BUILD_DIR packs the suite's own CUDA programs;
+# 2. gpu-check.sh --no-gpu on that bundle: exit 0, the "no GPU" line, every step PASS (or
+#    SKIPPED for the CUDA test program), at most 8 plain files in its results folder;
+# 3. the same bundle without libhdf5 must fail, naming the library.
+set -uo pipefail
+SRC=$1 BUILD=$2 W=$3
+rm -rf "$W"; mkdir -p "$W"
+die() { echo "gpu_check_plumbing: $*" >&2; exit 1; }
+
+bash "$SRC/scripts/gpu-prepare.sh" --from-build "$BUILD" --out "$W/gpu" > "$W/prepare.log" 2>&1 ||
+  { tail -20 "$W/prepare.log"; die "gpu-prepare.sh failed (log $W/prepare.log)"; }
+tail -3 "$W/prepare.log"
+[ -s "$W/gpu/bundle.tgz" ] || die "gpu-prepare.sh left no bundle.tgz"
+
+OUT=$W/out bash "$SRC/scripts/gpu-check.sh" --no-gpu --gpu-dir "$W/gpu" --budget 300 > "$W/check.log" 2>&1
+rc=$?
+cat "$W/check.log"
+[ "$rc" -eq 0 ] || die "gpu-check.sh --no-gpu exited $rc (expected 0)"
+grep -q '^gpu-check: no GPU (--no-gpu): plumbing checked' "$W/check.log" || die "no 'no GPU' line"
+n=$(find "$W/out" -mindepth 1 | wc -l)
+nf=$(find "$W/out" -mindepth 1 -type f | wc -l)
+[ "$n" -le 8 ] && [ "$n" -eq "$nf" ] || die "$W/out holds $n entries ($nf files): the device tool returns 8 plain files at most"
+for f in summary.txt runs.csv logs.tgz; do [ -s "$W/out/$f" ] || die "$f missing from the results"; done
+bad=$(awk -F, 'NR>1 && $9!="PASS" && !($1=="test_device_cuda-without-gpu" && $9=="SKIPPED")' "$W/out/runs.csv")
+[ -z "$bad" ] || die "steps not passed: $bad"
+tar -tzf "$W/out/logs.tgz" | grep -q 'plumbing-mpirun-np2.log' || die "logs.tgz lacks the mpirun log"
+grep -q 'SKIPPED: no CUDA device' "$W/check.log" "$W/out/summary.txt" ||
+  tar -xzOf "$W/out/logs.tgz" ./test_device_cuda-without-gpu.log | grep -q 'SKIPPED' ||
+  die "test_device_cuda did not say it skipped"
+
+# A bundle that lacks a library the programs load must not pass.
+mkdir -p "$W/broken/x" "$W/broken/gpu"
+tar -xzf "$W/gpu/bundle.tgz" -C "$W/broken/x"
+rm -f "$W"/broken/x/lib/libhdf5*
+tar -C "$W/broken/x" -czf "$W/broken/gpu/bundle.tgz" .
+cp "$W/gpu/commit" "$W/gpu/source-dir" "$W/broken/gpu/"
+OUT=$W/broken/out bash "$SRC/scripts/gpu-check.sh" --no-gpu --gpu-dir "$W/broken/gpu" --budget 120 > "$W/broken.log" 2>&1
+rc=$?
+[ "$rc" -eq 1 ] || { cat "$W/broken.log"; die "a bundle without libhdf5 gave exit $rc (expected 1)"; }
+grep -q 'FAIL: .*libhdf5' "$W/broken/out/summary.txt" || { cat "$W/broken.log"; die "the failure does not name libhdf5"; }
+echo "gpu_check_plumbing: passed (bundle $(du -k "$W/gpu/bundle.tgz" | cut -f1) KiB; a bundle without libhdf5 fails naming it)"
+rm -rf "$W/broken/x"
