@@ -210,7 +210,7 @@ train() {
   train_once "$log" "$csv" "$n" "$tmo" "$@" --comm "$comm"
   rc=$?
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$comm" = nccl ] && nccl_failed "$log"; then
-    note "$name: NCCL failed ($(grep -m1 -iE 'nccl.*(error|fail)' "$log")); retrying with NCCL_SOCKET_IFNAME=lo NCCL_CUMEM_ENABLE=0"
+    note "$name: NCCL failed ($(grep -iE 'error|fail' "$log" | grep -m1 -i nccl)); retrying with NCCL_SOCKET_IFNAME=lo NCCL_CUMEM_ENABLE=0"
     tmo=$(tmo_for "$max")
     NCCL_SOCKET_IFNAME=lo NCCL_CUMEM_ENABLE=0 train_once "$WORK/$name.retry.log" "$csv" "$n" "$tmo" "$@" --comm nccl
     rc=$?; ran="nccl(lo,cumem-off)"; log=$WORK/$name.retry.log

@@ -3,7 +3,10 @@
 # 1. gpu-prepare.sh --from-build BUILD_DIR packs the suite's own CUDA programs;
 # 2. gpu-check.sh --no-gpu on that bundle: exit 0, the "no GPU" line, every step PASS (or
 #    SKIPPED for the CUDA test program), at most 8 plain files in its results folder;
-# 3. the same bundle without libhdf5 must fail, naming the library.
+# 3. the check's step runners (scripts/gpu-lib.sh) on the CPU backend from the bundle:
+#    metrics parsed into the table, losses of 2 ranks compared with 1, an NCCL failure
+#    retried and then run with --comm mpi, a step past the budget not run;
+# 4. the same bundle without libhdf5 must fail, naming the library.
 set -uo pipefail
 SRC=$1 BUILD=$2 W=$3
 rm -rf "$W"; mkdir -p "$W"
@@ -29,6 +32,35 @@ tar -tzf "$W/out/logs.tgz" | grep -q 'plumbing-mpirun-np2.log' || die "logs.tgz 
 grep -q 'SKIPPED: no CUDA device' "$W/check.log" "$W/out/summary.txt" ||
   tar -xzOf "$W/out/logs.tgz" ./test_device_cuda-without-gpu.log | grep -q 'SKIPPED' ||
   die "test_device_cuda did not say it skipped"
+
+# The step runners, as the GPU check uses them, on tiny CPU runs.
+(
+  ROOT=$SRC GPU_DIR=$W/gpu BUDGET=240 PREFIX=steps- OUT=$W/steps
+  . "$SRC/scripts/gpu-lib.sh"
+  gl_init
+  setup_bundle
+  tiny=(--model "$SRC/inputs/models/tiny.cfg" --backend cpu --threads 1 --data synthetic --strategy mics
+        --global-batch 8 --micro-batch 1 --steps 8 --lr 3e-3 --warmup 1)
+  train w1 1 60 mpi "${tiny[@]}" --partition-size 1
+  train w2 2 60 mpi "${tiny[@]}" --partition-size 2
+  train nccl-retry 1 60 nccl "${tiny[@]}" --partition-size 1   # refused on the CPU: NCCL fails
+  compare_losses w1 w2
+  loss_falls w1
+  BUDGET=$(elapsed)
+  train late 1 60 mpi "${tiny[@]}"
+  print_table
+) > "$W/steps.log" 2>&1
+cat "$W/steps.log"
+csv=$W/steps/steps-runs.csv
+row_of() { awk -F, -v n="$1" '$1==n' "$csv"; }
+row_of w1 | grep -qE '^w1,1,mpi,8,[0-9.]+,[0-9.e+-]+,-,[0-9]+,PASS$' || die "w1 row wrong: $(row_of w1)"
+row_of w2 | grep -qE '^w2,2,mpi,8,[0-9.]+,.*,PASS$' || die "w2 row wrong: $(row_of w2)"
+row_of nccl-retry | grep -q ',mpi(nccl-failed),8,.*,PASS$' || die "NCCL failure not retried then run with mpi: $(row_of nccl-retry)"
+grep -q 'retrying with NCCL_SOCKET_IFNAME=lo NCCL_CUMEM_ENABLE=0' "$W/steps.log" || die "no NCCL retry line"
+grep -q 'w2 vs w1: 8 steps compared' "$W/steps.log" || die "losses of w2 and w1 not compared"
+grep -q 'w1: loss fell' "$W/steps.log" || die "w1's loss did not fall"
+row_of late | grep -q 'NOT RUN(budget)$' || die "a step past the budget ran: $(row_of late)"
+tar -tzf "$W/steps/steps-logs.tgz" | grep -q 'w2.csv' || die "the metrics CSVs are not in the archive"
 
 # A bundle that lacks a library the programs load must not pass.
 mkdir -p "$W/broken/x" "$W/broken/gpu"
