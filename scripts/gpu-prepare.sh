@@ -34,8 +34,11 @@ else
   command -v nvcc >/dev/null || { echo "gpu-prepare: nvcc not found (the CUDA toolkit is needed to build)" >&2; exit 1; }
   B=$ROOT/build-gpu
   launch=()
-  command -v ccache >/dev/null &&
+  if command -v ccache >/dev/null; then
     launch=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+    # Relative paths in the cache keys: build/ and build-gpu/ share compiled objects.
+    export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$ROOT}
+  fi
   mkdir -p "$B"
   cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DMICS_ENABLE_CUDA=ON \
         -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DMICS_BUILD_TESTS=ON "${launch[@]}" > "$B/configure.log" 2>&1 ||

@@ -7,9 +7,11 @@
 // the device input to a pinned buffer, the host waits for that copy, the MPI collective
 // runs on the host buffers (MpiCollectives: same algorithms, bf16 summed in f32, the same
 // traffic counters), and once it completes, the result is copied back to the device on
-// the staging stream; the Request completes when that copy has. So the host blocks only
-// for the device-to-host copy, and communication overlaps compute as far as MPI
-// progresses in the background.
+// the staging stream; test() reports completion when that copy has. wait() returns once
+// the MPI step is over and makes the compute stream wait for the copy back on the device
+// (without a compute stream it waits for the copy on the host). So the host blocks for
+// the device-to-host copy and for MPI, never for the copy back, and communication
+// overlaps compute as far as MPI progresses in the background.
 //
 // Pinned buffers are pooled (cudaMallocHost is slow) and freed with the object, which must
 // outlive its Requests and be destroyed before MPI_Finalize. Device temporaries

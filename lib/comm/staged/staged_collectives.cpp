@@ -9,14 +9,17 @@
 namespace mics::comm {
 namespace {
 
-// The MPI step first, then the host-to-device copy of its result on the staging stream;
-// complete when that copy has finished.
+// The MPI step first, then the host-to-device copy of its result on the staging stream.
+// test() reports completion once that copy has finished. wait() blocks the host for the
+// MPI step only: the compute stream (when there is one) then waits for the copy on the
+// device. Reusing the pinned buffers early is safe: their next user queues its copies on
+// the same staging stream and synchronises it before MPI touches them.
 class StagedOp final : public detail::PendingOp {
 public:
-  StagedOp(Request inner, cudaStream_t stream, void* dev, std::shared_ptr<void> host,
-           std::size_t bytes, std::shared_ptr<void> keep)
-      : inner_(std::move(inner)), stream_(stream), dev_(dev), host_(std::move(host)),
-        bytes_(bytes), keep_(std::move(keep)) {
+  StagedOp(Request inner, cudaStream_t stream, cudaStream_t compute, void* dev,
+           std::shared_ptr<void> host, std::size_t bytes, std::shared_ptr<void> keep)
+      : inner_(std::move(inner)), stream_(stream), compute_(compute), dev_(dev),
+        host_(std::move(host)), bytes_(bytes), keep_(std::move(keep)) {
     MICS_CHECK_CUDA(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
   }
   ~StagedOp() override { cudaEventDestroy(done_); }
@@ -39,7 +42,10 @@ public:
       inner_.wait();
       copy_back();
     }
-    MICS_CHECK_CUDA(cudaEventSynchronize(done_));
+    if (compute_ != nullptr)
+      MICS_CHECK_CUDA(cudaStreamWaitEvent(compute_, done_, 0));
+    else
+      MICS_CHECK_CUDA(cudaEventSynchronize(done_));
     release();
   }
 
@@ -55,7 +61,7 @@ private:
     keep_.reset();
   }
   Request inner_;
-  cudaStream_t stream_;
+  cudaStream_t stream_, compute_;
   void* dev_;
   std::shared_ptr<void> host_;
   std::size_t bytes_;
@@ -152,8 +158,8 @@ void StagedCollectives::stage_out(void* host, const void* dev, std::size_t bytes
 Request StagedCollectives::finish_with_copy_back(Request inner, void* dev,
                                                  std::shared_ptr<void> host, std::size_t bytes,
                                                  std::shared_ptr<void> keep) {
-  return Request(std::make_unique<StagedOp>(std::move(inner), stream(), dev, std::move(host),
-                                            bytes, std::move(keep)));
+  return Request(std::make_unique<StagedOp>(std::move(inner), stream(), compute_, dev,
+                                            std::move(host), bytes, std::move(keep)));
 }
 
 Request StagedCollectives::all_gather(void* buf, std::size_t chunk_count, DType dt,

@@ -12,6 +12,7 @@
 
 #include "../backend_test_util.hpp"
 #include "mics/comm/group.hpp"
+#include "mics/comm/process_groups.hpp"
 #include "mics/comm/staged_collectives.hpp"
 
 using namespace mics::test;
@@ -107,6 +108,36 @@ BOOST_AUTO_TEST_CASE(kernel_output_is_ordered_before_the_copy_out) {
   bool ok = true;
   for (float v : host) ok = ok && v == want;
   BOOST_TEST(ok);
+}
+
+BOOST_AUTO_TEST_CASE(hierarchical_reduce_scatter_pools_its_temporary) {
+  // Two emulated nodes, one partition group of all ranks, hierarchical: step 1 sums over
+  // the node into a temporary from allocate_temp, step 2 over the nodes. Repeated calls
+  // must reuse one pooled temporary (no cudaMalloc/cudaFree per call). At 2 ranks the
+  // intra-node step is a group of one (a copy on the compute stream).
+  World w;
+  const int W = w.group.size();
+  if (W < 2) {
+    BOOST_TEST_MESSAGE("one rank: no group spans nodes, nothing to check");
+    return;
+  }
+  auto pg = mics::comm::make_process_groups(MPI_COMM_WORLD, W / 2, W, true);
+  BOOST_TEST_REQUIRE(pg.spans_nodes());
+  mics::comm::StagedCollectives coll;
+  coll.set_compute_stream(static_cast<cudaStream_t>(w.be->compute_stream().native()));
+  const std::size_t c = 512;
+  const int me = w.group.rank(), q = pg.partition().rank();
+  std::vector<double> send(c * static_cast<std::size_t>(W));
+  for (std::size_t k = 0; k < static_cast<std::size_t>(W); ++k)
+    for (std::size_t i = 0; i < c; ++i) send[k * c + i] = static_cast<double>((me + 1) * (k + 1));
+  DevTensor s(*w.be, DType::f32, send), out(*w.be, DType::f32, c);
+  for (int rep = 0; rep < 4; ++rep) {
+    w.be->fill(DType::f32, out.get(), static_cast<std::int64_t>(c), -1.0);
+    auto r = coll.reduce_scatter_partition(s.get(), out.get(), c, DType::f32, pg, true);
+    r.wait();
+    BOOST_TEST(out.download() == std::vector<double>(c, static_cast<double>(W * (W + 1) / 2 * (q + 1))));
+  }
+  BOOST_TEST(coll.temp_allocations() == 1u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
