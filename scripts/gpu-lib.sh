@@ -29,7 +29,7 @@ gl_exit() {
 }
 elapsed() { echo $(( $(date +%s) - T0 )); }
 left() { echo $(( BUDGET - $(elapsed) )); }
-note() { echo "gpu-check: $*" | tee -a "$SUMMARY"; }
+note() { echo "${TAG:-gpu-check}: $*" | tee -a "$SUMMARY"; }
 fail() { note "FAIL: $*"; FAILED=1; }
 # Everything under WORK (logs, metrics CSVs) as one archive, plus the run table and the
 # observed kernel errors as small files of their own. Called after every step, so a
@@ -111,6 +111,8 @@ setup_bundle() {
   # A C++ runtime older than the build machine's shows as a missing symbol version: then
   # use the one shipped in lib-fallback/.
   if $RUN mics-train --help > "$WORK/loadcheck.log" 2>&1; then :
+  elif grep -qE "GLIBC_[0-9.]+' not found" "$WORK/loadcheck.log"; then
+    fail "this machine's glibc is older than the build machine's ($(grep -m1 -oE "GLIBC_[0-9.]+' not found" "$WORK/loadcheck.log")): prepare the bundle on an older system"
   elif grep -qE 'GLIBCXX|CXXABI|GCC_[0-9]' "$WORK/loadcheck.log"; then
     export LD_LIBRARY_PATH=$BUNDLE/lib-fallback:$LD_LIBRARY_PATH
     note "using the shipped libstdc++ (this machine's is older than the build machine's)"

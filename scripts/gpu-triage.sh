@@ -11,7 +11,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-GPU_DIR=$ROOT/.gpu; BUDGET=240; SANITIZE=1; PREFIX=triage-; STEP=""; ARGS=()
+GPU_DIR=$ROOT/.gpu; BUDGET=240; SANITIZE=1; PREFIX=triage-; TAG=gpu-triage; STEP=""; ARGS=()
 . "$ROOT/scripts/gpu-lib.sh"
 . "$ROOT/scripts/gpu-steps.sh"
 while [ $# -gt 0 ]; do

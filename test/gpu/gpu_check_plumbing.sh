@@ -62,11 +62,24 @@ grep -q 'w1: loss fell' "$W/steps.log" || die "w1's loss did not fall"
 row_of late | grep -q 'NOT RUN(budget)$' || die "a step past the budget ran: $(row_of late)"
 tar -tzf "$W/steps/steps-logs.tgz" | grep -q 'w2.csv' || die "the metrics CSVs are not in the archive"
 
+# The triage: an unknown step is refused with the list; without a GPU it stops with its
+# one line, leaving its files beside the check's.
+bash "$SRC/scripts/gpu-triage.sh" nosuch-step > "$W/triage-bad.log" 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "no step named 'nosuch-step'; steps: test_device_kernels" "$W/triage-bad.log" ||
+  die "gpu-triage.sh nosuch-step: exit $rc, $(cat "$W/triage-bad.log")"
+OUT=$W/triage bash "$SRC/scripts/gpu-triage.sh" test_device_cuda --gpu-dir "$W/gpu" > "$W/triage.log" 2>&1
+rc=$?
+cat "$W/triage.log"
+[ "$rc" -eq 2 ] && grep -q '^gpu-triage: no GPU: no CUDA device is visible to the programs; nothing to triage' "$W/triage.log" ||
+  die "gpu-triage.sh without a GPU: exit $rc (expected 2 and the 'no GPU' line)"
+for f in triage-summary.txt triage-logs.tgz; do [ -s "$W/triage/$f" ] || die "triage left no $f"; done
+
 # A bundle that lacks a library the programs load must not pass.
 mkdir -p "$W/broken/x" "$W/broken/gpu"
 tar -xzf "$W/gpu/bundle.tgz" -C "$W/broken/x"
 rm -f "$W"/broken/x/lib/libhdf5*
-tar -C "$W/broken/x" -czf "$W/broken/gpu/bundle.tgz" .
+tar -C "$W/broken/x" -cf - . | gzip -1 > "$W/broken/gpu/bundle.tgz"
 cp "$W/gpu/commit" "$W/gpu/source-dir" "$W/broken/gpu/"
 OUT=$W/broken/out bash "$SRC/scripts/gpu-check.sh" --no-gpu --gpu-dir "$W/broken/gpu" --budget 120 > "$W/broken.log" 2>&1
 rc=$?
