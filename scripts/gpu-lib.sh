@@ -39,8 +39,20 @@ gl_pack() {
   grep -h '^observed-error' "$WORK"/*.log 2>/dev/null > "$RES/${PREFIX}observed-errors.txt" || true
   [ -s "$RES/${PREFIX}observed-errors.txt" ] || rm -f "$RES/${PREFIX}observed-errors.txt"
   cp "$WORK/runs.csv" "$RES/${PREFIX}runs.csv"
-  tar -C "$WORK" -czf "$RES/.${PREFIX}logs.tgz.part" . 2>/dev/null &&
-    mv -f "$RES/.${PREFIX}logs.tgz.part" "$RES/${PREFIX}logs.tgz"
+  local part=$RES/.${PREFIX}logs.tgz.part
+  tar -C "$WORK" -czf "$part" . 2>/dev/null || return 0
+  # The device tool returns files of 16 MiB at most: keep each log's first and last
+  # 20000 lines when the whole does not fit (a sanitizer may write a great deal).
+  if [ "$(stat -c %s "$part")" -gt $((15 * 1024 * 1024)) ]; then
+    local cut f
+    cut=$(mktemp -d "${TMPDIR:-/tmp}/mics-gpu-cut.XXXXXX")
+    for f in "$WORK"/*; do
+      { head -n 20000 "$f"; echo "... (cut to fit the 16 MiB limit) ..."; tail -n 20000 "$f"; } > "$cut/$(basename "$f")"
+    done
+    tar -C "$cut" -czf "$part" . 2>/dev/null
+    rm -rf "$cut"
+  fi
+  mv -f "$part" "$RES/${PREFIX}logs.tgz"
 }
 # row NAME RANKS COMM STEPS LOSS TFLOPS MFU SECONDS STATUS: one line of the table, kept at
 # once in the summary and the CSV.
