@@ -136,6 +136,7 @@ setup_bundle() {
 # the C++ runtime; anything else (or "not found") is named.
 closure_check() {
   local p bad ok=1
+  command -v ldd >/dev/null || { note "no ldd on this machine: library check skipped"; return 0; }
   for p in "$BUNDLE"/bin/*; do
     bad=$($RUN ldd "$p" 2>&1 | awk -v b="$BUNDLE/" -v c=":$CUDA_DIRS:" '
       /=>/ { name=$1; path=$3
