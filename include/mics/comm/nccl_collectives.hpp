@@ -15,7 +15,7 @@
 // A group of one rank never touches NCCL (no communicator is made for it): all-gather,
 // all-reduce and broadcast have nothing to do and return a complete Request, and
 // reduce-scatter is a copy on the compute stream (ordered before every later kernel
-// there). No traffic is counted for them.
+// there). Each counts as one call that put 0 bytes on the wire.
 //
 // NCCL refuses two ranks on one GPU: on a one-GPU machine only one rank per node can use
 // this backend.

@@ -22,7 +22,7 @@
 //
 // A group of one rank is not staged at all: all-gather, all-reduce and broadcast have
 // nothing to do and return a complete Request, and reduce-scatter is a copy on the
-// compute stream. No traffic is counted for them.
+// compute stream. Each counts as one call that put 0 bytes on the wire.
 #if MICS_HAVE_CUDA
 #include <cuda_runtime.h>
 

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 
+#include "mics/comm/collectives.hpp"
 #include "mics/device/backend.hpp"
 
 namespace mics::comm::detail {
@@ -65,5 +66,10 @@ private:
 // copy of `bytes` from src to dst; the copy runs on `compute`, so later kernels there see
 // it. The reduce-scatter over a group of one is exactly this copy.
 void ordered_device_copy(void* dst, const void* src, std::size_t bytes, cudaStream_t compute);
+
+// An operation over a group of one rank, done without communication: counted as a call
+// of `message` bytes that put nothing on the wire and took no time (as the MPI backend
+// counts one), and already complete.
+Request one_rank_call(Group& group, std::uint64_t message);
 
 }  // namespace mics::comm::detail

@@ -165,7 +165,8 @@ void NcclCollectives::order_after_compute(Channel& ch) {
 }
 
 Request NcclCollectives::all_gather(void* buf, std::size_t chunk_count, DType dt, Group& group) {
-  if (group.size() == 1) return Request();  // the buffer already holds the one chunk
+  // One rank: the buffer already holds the one chunk.
+  if (group.size() == 1) return detail::one_rank_call(group, chunk_count * dtype_size(dt));
   Channel& ch = channel(group);
   order_after_compute(ch);
   const std::size_t bytes = chunk_count * dtype_size(dt);
@@ -183,7 +184,7 @@ Request NcclCollectives::reduce_scatter(const void* send, void* recv, std::size_
                                         Group& group) {
   if (group.size() == 1) {
     detail::ordered_device_copy(recv, send, chunk_count * dtype_size(dt), compute_);
-    return Request();
+    return detail::one_rank_call(group, chunk_count * dtype_size(dt));
   }
   Channel& ch = channel(group);
   order_after_compute(ch);
@@ -196,7 +197,7 @@ Request NcclCollectives::reduce_scatter(const void* send, void* recv, std::size_
 }
 
 Request NcclCollectives::all_reduce(void* buf, std::size_t count, DType dt, Group& group) {
-  if (group.size() == 1) return Request();
+  if (group.size() == 1) return detail::one_rank_call(group, count * dtype_size(dt));
   Channel& ch = channel(group);
   order_after_compute(ch);
   const std::uint64_t message = count * dtype_size(dt);
@@ -208,7 +209,7 @@ Request NcclCollectives::all_reduce(void* buf, std::size_t count, DType dt, Grou
 }
 
 Request NcclCollectives::broadcast(void* buf, std::size_t count, DType dt, int root, Group& group) {
-  if (group.size() == 1) return Request();
+  if (group.size() == 1) return detail::one_rank_call(group, count * dtype_size(dt));
   Channel& ch = channel(group);
   order_after_compute(ch);
   const std::uint64_t message = count * dtype_size(dt);
@@ -221,7 +222,10 @@ Request NcclCollectives::broadcast(void* buf, std::size_t count, DType dt, int r
 
 void NcclCollectives::barrier(Group& group) {
   // The device work of this group first, then the ranks.
-  if (group.size() == 1) return;
+  if (group.size() == 1) {
+    detail::one_rank_call(group, 0);
+    return;
+  }
   Channel& ch = channel(group);
   const double t0 = MPI_Wtime();
   MICS_CHECK_CUDA(cudaStreamSynchronize(ch.stream->get()));

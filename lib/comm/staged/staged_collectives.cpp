@@ -164,7 +164,8 @@ Request StagedCollectives::finish_with_copy_back(Request inner, void* dev,
 
 Request StagedCollectives::all_gather(void* buf, std::size_t chunk_count, DType dt,
                                       Group& group) {
-  if (group.size() == 1) return Request();  // the buffer already holds the one chunk
+  // One rank: the buffer already holds the one chunk.
+  if (group.size() == 1) return detail::one_rank_call(group, chunk_count * dtype_size(dt));
   const std::size_t chunk = chunk_count * dtype_size(dt);
   const std::size_t total = chunk * static_cast<std::size_t>(group.size());
   auto host = pinned(total);
@@ -178,7 +179,7 @@ Request StagedCollectives::reduce_scatter(const void* send, void* recv, std::siz
                                           DType dt, Group& group) {
   if (group.size() == 1) {
     detail::ordered_device_copy(recv, send, chunk_count * dtype_size(dt), compute_);
-    return Request();
+    return detail::one_rank_call(group, chunk_count * dtype_size(dt));
   }
   const std::size_t chunk = chunk_count * dtype_size(dt);
   const std::size_t total = chunk * static_cast<std::size_t>(group.size());
@@ -190,7 +191,7 @@ Request StagedCollectives::reduce_scatter(const void* send, void* recv, std::siz
 }
 
 Request StagedCollectives::all_reduce(void* buf, std::size_t count, DType dt, Group& group) {
-  if (group.size() == 1) return Request();
+  if (group.size() == 1) return detail::one_rank_call(group, count * dtype_size(dt));
   const std::size_t bytes = count * dtype_size(dt);
   auto host = pinned(bytes);
   stage_out(host.get(), buf, bytes);
@@ -200,7 +201,7 @@ Request StagedCollectives::all_reduce(void* buf, std::size_t count, DType dt, Gr
 
 Request StagedCollectives::broadcast(void* buf, std::size_t count, DType dt, int root,
                                      Group& group) {
-  if (group.size() == 1) return Request();
+  if (group.size() == 1) return detail::one_rank_call(group, count * dtype_size(dt));
   const std::size_t bytes = count * dtype_size(dt);
   auto host = pinned(bytes);
   // Only the root's data matters; the others still order after the compute stream so
