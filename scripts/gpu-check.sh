@@ -12,7 +12,8 @@
 #   2. mics-train on the GPU, bf16, sequence 1024: GPT-2 124M and the 1.3B GPT (MFU);
 #   3. MiCS on 1, 2 and 4 ranks sharing the GPU through the host-staged path (--comm mpi):
 #      the 2- and 4-rank losses against the 1-rank run;
-#   4. test_model_transformer, test_staged_collectives at 2 and 4 ranks;
+#   4. test_model_transformer, test_comm_nccl at 1 rank, test_staged_collectives at 2 and
+#      4 ranks;
 #   5. the fused attention (MICS_ATTENTION=flash) and --recompute runs.
 # An NCCL start-up failure is retried once with NCCL_SOCKET_IFNAME=lo NCCL_CUMEM_ENABLE=0,
 # then the run falls back to --comm mpi; the table says which ran.
@@ -49,7 +50,7 @@ if [ "$NO_GPU" = 1 ] || ! have_gpu; then
   # Everything that needs no device: each program loads and starts, the bundled mpirun
   # runs two ranks.
   ALLOW_SKIP=1
-  for t in test_device_kernels test_device_cuda test_staged_collectives test_model_transformer; do
+  for t in test_device_kernels test_device_cuda test_staged_collectives test_model_transformer test_comm_nccl; do
     run_prog "load-$t" 30 "$t" --list_content
   done
   run_prog load-mics-train 30 mics-train --help

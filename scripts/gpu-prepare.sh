@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
     *) echo "gpu-prepare: unknown option '$1' (use --arch LIST, --jobs N, --from-build DIR, --out DIR)" >&2; exit 2 ;;
   esac
 done
-PROGRAMS="test_device_kernels test_device_cuda test_staged_collectives test_model_transformer mics-train"
+PROGRAMS="test_device_kernels test_device_cuda test_staged_collectives test_model_transformer test_comm_nccl mics-train"
 T0=$(date +%s)
 
 if [ -n "$FROM" ]; then

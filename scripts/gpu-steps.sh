@@ -4,7 +4,7 @@
 # TRIAGE_STEPS, when set, shortens the training runs (gpu-triage.sh); EXTRA_ARGS are
 # appended to the program's arguments (e.g. --run_test=... for a Boost test program).
 CHECK_STEPS=(test_device_kernels test_device_cuda gpt2-124m gpt-1.3b staged-w1 staged-w2 staged-w4
-             test_model_transformer test_staged_collectives_np2 test_staged_collectives_np4
+             test_model_transformer test_comm_nccl_np1 test_staged_collectives_np2 test_staged_collectives_np4
              gpt2-124m-flash gpt-1.3b-flash gpt-1.3b-recompute)
 EXTRA_ARGS=()
 BOOST_ARGS=(--color_output=no --report_level=short)
@@ -20,6 +20,9 @@ gpu_step() {
     test_model_transformer)
       run_prog "$1" 90 test_model_transformer "${BOOST_ARGS[@]}" \
         '--run_test=!model_transformer/gradient_check_f64_both_variants' "${EXTRA_ARGS[@]}" ;;
+    # One rank: NcclCollectives' group-of-one paths, without a compute stream (so with
+    # the device-synchronising fallback); two GPUs would be needed for NCCL itself.
+    test_comm_nccl_np1) run_mpi "$1" 1 60 test_comm_nccl --color_output=no "${EXTRA_ARGS[@]}" ;;
     test_staged_collectives_np2|test_staged_collectives_np4)
       run_mpi "$1" "${1##*_np}" 60 test_staged_collectives --color_output=no "${EXTRA_ARGS[@]}" ;;
     # One GPU, one rank: the compute speed of the engine (no communication at all).
