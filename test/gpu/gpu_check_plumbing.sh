@@ -3,6 +3,8 @@
 # 1. gpu-prepare.sh --from-build BUILD_DIR packs the suite's own CUDA programs;
 # 2. gpu-check.sh --no-gpu on that bundle: exit 0, the "no GPU" line, every step PASS (or
 #    SKIPPED for the CUDA test program), at most 8 plain files in its results folder;
+# 2b. where a mount namespace is permitted (root), the bundled mpirun runs 2 ranks with
+#    this machine's Open MPI, PMIx, HDF5, OpenBLAS and Boost hidden, as on the GPU machine;
 # 3. the check's step runners (scripts/gpu-lib.sh) on the CPU backend from the bundle:
 #    metrics parsed into the table, losses of 2 ranks compared with 1, an NCCL failure
 #    retried and then run with --comm mpi, a step past the budget not run;
@@ -32,6 +34,30 @@ tar -tzf "$W/out/logs.tgz" | grep -q 'plumbing-mpirun-np2.log' || die "logs.tgz 
 grep -q 'SKIPPED: no CUDA device' "$W/check.log" "$W/out/summary.txt" ||
   tar -xzOf "$W/out/logs.tgz" ./test_device_cuda-without-gpu.log | grep -q 'SKIPPED' ||
   die "test_device_cuda did not say it skipped"
+
+# The bundle alone, with the system's copies of what it carries hidden.
+if unshare -m true 2>/dev/null; then
+  mkdir -p "$W/iso/b" "$W/iso/empty"
+  tar -xzf "$W/gpu/bundle.tgz" -C "$W/iso/b"
+  MICS_BUNDLE_DIR=$W/iso/b W=$W SRC=$SRC timeout 180 unshare -m sh -c '
+    L=/usr/lib/x86_64-linux-gnu
+    for d in $L/openmpi $L/pmix2 /etc/openmpi /usr/share/openmpi; do
+      [ -d "$d" ] && { mount --bind "$W/iso/empty" "$d" || exit 9; }
+    done
+    for f in $L/libmpi.so.40 $L/libopen-pal.so.40 $L/libopen-rte.so.40 $L/libhdf5_openmpi.so.103 \
+             $L/libopenblas.so.0 $L/libboost_program_options.so.1.74.0 /usr/bin/orted /usr/bin/orterun; do
+      [ -e "$f" ] && { mount --bind /dev/null "$(readlink -f "$f")" || exit 8; }
+    done
+    sh "$SRC/scripts/gpu-run-in-bundle.sh" mpirun -np 2 --bind-to none mics-train \
+      --model "$SRC/inputs/models/tiny.cfg" --backend cpu --threads 1 --data synthetic --steps 3 \
+      --global-batch 4 --micro-batch 1' > "$W/isolated.log" 2>&1 ||
+    { tail -20 "$W/isolated.log"; die "the bundle does not run with the system's MPI/HDF5/OpenBLAS/Boost hidden"; }
+  grep -q 'step *3/3' "$W/isolated.log" || { tail -20 "$W/isolated.log"; die "isolated run did not reach step 3"; }
+  echo "gpu_check_plumbing: the bundled mpirun ran 2 ranks with the system's MPI, PMIx, HDF5, OpenBLAS and Boost hidden"
+  rm -rf "$W/iso"
+else
+  echo "gpu_check_plumbing: no mount namespace here (unshare -m refused): isolated run not made"
+fi
 
 # The step runners, as the GPU check uses them, on tiny CPU runs.
 (
