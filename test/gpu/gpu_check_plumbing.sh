@@ -36,10 +36,11 @@ grep -q 'SKIPPED: no CUDA device' "$W/check.log" "$W/out/summary.txt" ||
   die "test_device_cuda did not say it skipped"
 
 # The bundle alone, with the system's copies of what it carries hidden.
+mkdir -p "$W/broken/x" "$W/broken/gpu"
+tar -xzf "$W/gpu/bundle.tgz" -C "$W/broken/x"   # unpacked once: run here, then broken below
 if unshare -m true 2>/dev/null; then
-  mkdir -p "$W/iso/b" "$W/iso/empty"
-  tar -xzf "$W/gpu/bundle.tgz" -C "$W/iso/b"
-  MICS_BUNDLE_DIR=$W/iso/b W=$W SRC=$SRC timeout 180 unshare -m sh -c '
+  mkdir -p "$W/iso/empty"
+  MICS_BUNDLE_DIR=$W/broken/x W=$W SRC=$SRC timeout 180 unshare -m sh -c '
     L=/usr/lib/x86_64-linux-gnu
     for d in $L/openmpi $L/pmix2 /etc/openmpi /usr/share/openmpi; do
       [ -d "$d" ] && { mount --bind "$W/iso/empty" "$d" || exit 9; }
@@ -102,8 +103,6 @@ cat "$W/triage.log"
 for f in triage-summary.txt triage-logs.tgz; do [ -s "$W/triage/$f" ] || die "triage left no $f"; done
 
 # A bundle that lacks a library the programs load must not pass.
-mkdir -p "$W/broken/x" "$W/broken/gpu"
-tar -xzf "$W/gpu/bundle.tgz" -C "$W/broken/x"
 rm -f "$W"/broken/x/lib/libhdf5*
 tar -C "$W/broken/x" -cf - . | gzip -1 > "$W/broken/gpu/bundle.tgz"
 cp "$W/gpu/commit" "$W/gpu/source-dir" "$W/broken/gpu/"
