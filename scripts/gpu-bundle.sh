@@ -81,7 +81,7 @@ is_plugin() { case $1 in */openmpi3/*|*/pmix2/lib/pmix/*) return 0 ;; esac; retu
 # Each ELF file is examined once; files copied in are examined in the next round.
 declare -A seen=()
 missing=""
-for round in 1 2 3 4 5 6 7 8; do
+for _ in 1 2 3 4 5 6 7 8; do
   added=0
   while read -r f; do
     [ -n "${seen[$f]:-}" ] && continue

@@ -25,7 +25,7 @@
 # "no GPU" line: exit 0 with --no-gpu, 2 when a GPU was expected. Exit 1 when anything failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 2
 GPU_DIR=$ROOT/.gpu; BUDGET=390; NO_GPU=0; PREFIX=""
 while [ $# -gt 0 ]; do
   case $1 in

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/gpu-check.sh and scripts/gpu-triage.sh (sourced, not run): the
 # bundle's set-up on the GPU machine, the step runners with their time budget, and the
 # packing of results into at most a handful of files (the device tool returns at most 8

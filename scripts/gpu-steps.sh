@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The GPU check's steps by name (sourced by gpu-check.sh and gpu-triage.sh after
 # gpu-lib.sh). CHECK_STEPS is the order of the check, most informative first; each step's
 # first number is its longest expected time, cut to what is left of the budget.

@@ -10,7 +10,7 @@
 # Training runs are cut to 3 steps (compute-sanitizer slows kernels 10-100x).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 2
 GPU_DIR=$ROOT/.gpu; BUDGET=240; SANITIZE=1; PREFIX=triage-; TAG=gpu-triage; STEP=""; ARGS=()
 . "$ROOT/scripts/gpu-lib.sh"
 . "$ROOT/scripts/gpu-steps.sh"
