@@ -347,10 +347,12 @@ int predict_command(const po::variables_map& vm, const mics::model::ModelConfig&
   print_table(r, rows);
   std::printf("\nrecommendation (fastest layout that fits, per node count):\n");
   for (const auto& a : advice) std::printf("  %s\n", a.c_str());
-  if (!any) throw UsageError("the model fits no layout at any of the node counts asked for; see the table");
   std::string csv = r.csv;
   if (csv.empty() && !r.plot.empty()) csv = r.plot + ".csv";
-  if (!csv.empty()) write_csv(csv, rows);
+  if (!csv.empty()) write_csv(csv, rows);  // written even when nothing fits: it says why
+  if (!any)
+    throw UsageError("the model fits no layout at any of the node counts asked for (see the table: more nodes, "
+                     "recomputation or a smaller micro-batch may help)");
   if (!r.plot.empty()) plot(csv, r.plot);
   return 0;
 }
