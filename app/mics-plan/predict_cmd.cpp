@@ -187,6 +187,9 @@ std::vector<Row> plan_rows(const Request& r) {
                          std::to_string(world) + " ranks of " + std::to_string(n) + " nodes");
       per_rank = r.global_batch / world;
     }
+    if (per_rank > 1000000)
+      throw UsageError(std::to_string(per_rank) + " sequences per rank per step at " + std::to_string(n) +
+                       " nodes is beyond what mics-plan models (at most 1e6)");
     if (r.micro_batch > 0 && per_rank % r.micro_batch != 0)
       throw UsageError("--micro-batch " + std::to_string(r.micro_batch) + " does not divide the " +
                        std::to_string(per_rank) + " sequences per rank at " + std::to_string(n) + " nodes");
@@ -289,7 +292,7 @@ bool recommend(const Request& r, std::vector<Row>& rows, std::vector<std::string
                   n, describe(b).c_str(), b.tflops_per_gpu, b.memory.total() / kGiB, b.memory_capacity / kGiB);
     std::string line = buf;
     if (second)
-      std::snprintf(buf, sizeof buf, ", %.2fx as fast as the next one, %s, with %.3g ms of exposed communication per step against its %.3g ms",
+      std::snprintf(buf, sizeof buf, ", %.2fx as fast as the next one, %s, with %.0f ms of exposed communication per step against its %.0f ms",
                     second->p.step_s / b.step_s, describe(second->p).c_str(),
                     (b.partition_exposed_s + b.replication_exposed_s) * 1e3,
                     (second->p.partition_exposed_s + second->p.replication_exposed_s) * 1e3);
