@@ -122,6 +122,8 @@ Request parse_request(const po::variables_map& vm, const mics::model::ModelConfi
   if (vm.count("csv")) r.csv = vm["csv"].as<std::string>();
   if (vm.count("plot")) r.plot = vm["plot"].as<std::string>();
   if (r.partition_size > 0 && !r.strategy) r.strategy = Strategy::mics;
+  if (r.hierarchical && !r.strategy)
+    throw UsageError("--hierarchical selects one layout and needs --strategy (without it both choices are listed)");
   if (r.strategy && *r.strategy != Strategy::mics && r.partition_size > 0)
     throw UsageError("--partition-size does not apply to --strategy " + std::string(strategy_name(*r.strategy)) +
                      "; drop it, or use --strategy mics");

@@ -80,7 +80,10 @@ int auto_partition_size(const model::ModelConfig& model, int world_size, int ran
   const auto need = [&](int p) {
     return planner::rank_memory(model, planner::Strategy::mics, p, 1, false, in).total();
   };
-  for (int p : layout::valid_partition_sizes(world_size, ranks_per_node))
+  const std::vector<int> sizes = layout::valid_partition_sizes(world_size, ranks_per_node);
+  // No valid size means the layout itself is wrong: let the planner say how, in its words.
+  if (sizes.empty()) layout::Plan::make({world_size, ranks_per_node, 1, false});
+  for (int p : sizes)
     if (need(p) <= static_cast<double>(memory_bytes)) return p;
   std::ostringstream os;
   os.precision(3);
