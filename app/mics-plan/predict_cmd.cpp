@@ -152,8 +152,9 @@ Prediction best_choice(const Request& r, const Layout& l, long long per_rank) {
   std::vector<long long> micro;
   if (r.micro_batch > 0) micro.push_back(r.micro_batch);
   else
-    for (long long m = 1; m <= per_rank; ++m)
+    for (long long m = 1; m <= per_rank; m *= 2)  // powers of two that divide, and the whole batch
       if (per_rank % m == 0) micro.push_back(m);
+  if (r.micro_batch == 0 && micro.back() != per_rank) micro.push_back(per_rank);
   std::vector<bool> rec;
   if (r.recompute != "true") rec.push_back(false);
   if (r.recompute != "false") rec.push_back(true);
@@ -177,26 +178,44 @@ std::string key_of(const Layout& l) {
   return k + (l.hierarchical ? " hier" : "");
 }
 
-std::vector<Row> plan_rows(const Request& r) {
-  std::vector<Row> rows;
-  for (int n : r.nodes) {
-    const long long world = static_cast<long long>(n) * r.g;
-    if (world > 10000000) throw UsageError("--nodes " + std::to_string(n) + " x " + std::to_string(r.g) + " ranks is beyond 1e7 ranks");
-    long long per_rank = r.batch_per_gpu;
-    if (r.global_batch > 0) {
-      if (r.global_batch % world != 0)
-        throw UsageError("--global-batch " + std::to_string(r.global_batch) + " is not a multiple of the " +
-                         std::to_string(world) + " ranks of " + std::to_string(n) + " nodes");
-      per_rank = r.global_batch / world;
-    }
-    if (per_rank > 1000000)
-      throw UsageError(std::to_string(per_rank) + " sequences per rank per step at " + std::to_string(n) +
-                       " nodes is beyond what mics-plan models (at most 1e6)");
-    if (r.micro_batch > 0 && per_rank % r.micro_batch != 0)
-      throw UsageError("--micro-batch " + std::to_string(r.micro_batch) + " does not divide the " +
-                       std::to_string(per_rank) + " sequences per rank at " + std::to_string(n) + " nodes");
-    for (const Layout& l : layouts_at(r, n)) rows.push_back({best_choice(r, l, per_rank)});
+// Sequences per rank at n nodes, checked against the batch options.
+long long per_rank_batch(const Request& r, int n) {
+  const long long world = static_cast<long long>(n) * r.g;
+  if (world > 10000000) throw UsageError("--nodes " + std::to_string(n) + " x " + std::to_string(r.g) + " ranks is beyond 1e7 ranks");
+  long long per_rank = r.batch_per_gpu;
+  if (r.global_batch > 0) {
+    if (r.global_batch % world != 0)
+      throw UsageError("--global-batch " + std::to_string(r.global_batch) + " is not a multiple of the " +
+                       std::to_string(world) + " ranks of " + std::to_string(n) + " nodes");
+    per_rank = r.global_batch / world;
   }
+  if (per_rank > 1000000)
+    throw UsageError(std::to_string(per_rank) + " sequences per rank per step at " + std::to_string(n) +
+                     " nodes is beyond what mics-plan models (at most 1e6)");
+  if (r.micro_batch > 0 && per_rank % r.micro_batch != 0)
+    throw UsageError("--micro-batch " + std::to_string(r.micro_batch) + " does not divide the " +
+                     std::to_string(per_rank) + " sequences per rank at " + std::to_string(n) + " nodes");
+  return per_rank;
+}
+
+std::vector<Row> plan_rows(const Request& r) {
+  std::vector<std::pair<long long, std::vector<Layout>>> plan;  // per node count
+  double work = 0;
+  for (int n : r.nodes) {
+    const long long per_rank = per_rank_batch(r, n);
+    plan.emplace_back(per_rank, layouts_at(r, n));
+    // The replay costs about layers x micro-steps (at most 3) per choice: refuse what
+    // would take more than seconds rather than run it.
+    work += static_cast<double>(plan.back().second.size()) *
+            (r.micro_batch > 0 ? 1.0 : 2.0 + std::log2(static_cast<double>(per_rank))) *
+            (r.recompute == "auto" ? 2.0 : 1.0) * 3.0 * static_cast<double>(r.base.model.layers);
+  }
+  if (work > 3e8)
+    throw UsageError("this plan would replay about " + std::to_string(static_cast<long long>(work)) +
+                     " bucket steps (at most 3e8); narrow it with fewer --nodes, --strategy or --micro-batch");
+  std::vector<Row> rows;
+  for (const auto& [per_rank, layouts] : plan)
+    for (const Layout& l : layouts) rows.push_back({best_choice(r, l, per_rank)});
   return rows;
 }
 
@@ -330,7 +349,8 @@ void add_predict_options(po::options_description& desc) {
      "sequences per GPU per step (weak scaling: the global batch grows with the nodes)")
     ("global-batch", po::value<std::string>()->default_value("0"), "sequences per step over all ranks (0: batch-per-gpu x GPUs)")
     ("micro-batch", po::value<std::string>()->default_value("auto"),
-     "sequences per rank per micro-step, or auto: the fastest divisor of the per-rank batch that fits")
+     "sequences per rank per micro-step, or auto: the fastest that fits among the power-of-two divisors "
+     "of the per-rank batch and the whole of it")
     ("recompute", po::value<std::string>()->default_value("auto"), "activation recomputation: true, false or auto (the faster that fits)")
     ("grad-reduce-dtype", po::value<std::string>()->default_value("auto"),
      "gradient reduce-scatter type: f32, bf16, or auto: the cluster's compute type (bf16 on GPUs, as large runs "
