@@ -11,6 +11,7 @@
 #include "mics/layout/plan.hpp"
 #include "mics/model/layout.hpp"
 #include "mics/model/masking.hpp"
+#include "mics/planner/memory.hpp"
 
 namespace mics::engine {
 
@@ -70,23 +71,23 @@ bool persistent_parameters(Strategy s) { return s == Strategy::ddp || s == Strat
 
 int auto_partition_size(const model::ModelConfig& model, int world_size, int ranks_per_node,
                         DType compute, std::size_t memory_bytes) {
-  const auto layout = model::make_layout(model);
-  std::size_t largest = 0;
-  for (const auto& b : layout.buckets) largest = std::max(largest, b.count);
-  const double params = static_cast<double>(layout.parameter_count());
-  const double cbytes = static_cast<double>(device::dtype_size(compute));
-  // master + m + v + fp32 gradient accumulator; a separate compute shard when not fp32.
-  const double per_param = 16.0 + (compute == DType::f32 ? 0.0 : cbytes);
-  const double working = 2.0 * static_cast<double>(largest) * cbytes * 2.0;  // params + grads
-  for (int p = 1; p <= world_size; ++p) {
-    if (world_size % p != 0) continue;
-    if (p >= ranks_per_node ? p % ranks_per_node != 0 : ranks_per_node % p != 0) continue;
-    if (per_param * params / p + working <= static_cast<double>(memory_bytes)) return p;
-  }
+  // mics-plan's memory function (mics/planner/memory.hpp): model states plus the engine's
+  // parameter and gradient slots, as the engine allocates them (fp32 states, f32
+  // gradient reduction; activations are not known here and not counted).
+  planner::MemoryInputs in;
+  in.compute_bytes = static_cast<int>(device::dtype_size(compute));
+  in.state_bytes = compute == DType::f64 ? 8 : 4;
+  const auto need = [&](int p) {
+    return planner::rank_memory(model, planner::Strategy::mics, p, 1, false, in).total();
+  };
+  const std::vector<int> sizes = layout::valid_partition_sizes(world_size, ranks_per_node);
+  // No valid size means the layout itself is wrong: let the planner say how, in its words.
+  if (sizes.empty()) layout::Plan::make({world_size, ranks_per_node, 1, false});
+  for (int p : sizes)
+    if (need(p) <= static_cast<double>(memory_bytes)) return p;
   std::ostringstream os;
   os.precision(3);
-  os << "--partition-size auto: the model's states need "
-     << (per_param * params / world_size + working) / (1024.0 * 1024 * 1024)
+  os << "--partition-size auto: the model's states need " << need(world_size) / (1024.0 * 1024 * 1024)
      << " GiB per rank even when sharded over all " << world_size << " ranks, more than the "
      << static_cast<double>(memory_bytes) / (1024.0 * 1024 * 1024)
      << " GiB available; use more ranks, a smaller model, or a larger --memory-per-rank";

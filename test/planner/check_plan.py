@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""check_plan.py MICS_PLAN SOURCE_DIR WORK_DIR: mics-plan's good runs as a user makes them."""
+import csv
+import os
+import subprocess
+import sys
+
+plan, src, work = sys.argv[1:4]
+models, clusters = os.path.join(src, "inputs/models"), os.path.join(src, "inputs/clusters")
+failures = []
+
+
+def run(*args):
+    p = subprocess.run([plan, *args], capture_output=True, text=True, timeout=100)
+    return p.returncode, p.stdout + p.stderr
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+
+# 1. The model description mics-plan always printed.
+rc, out = run("--model", f"{models}/gpt3-175b.cfg", "--partition-size", "64")
+check(rc == 0 and "per rank at p = 64" in out and "FLOPs/token" in out, "model description at p = 64")
+
+# 2. The README's example: one row per strategy, p, hierarchical choice and node count.
+plan_csv = os.path.join(work, "plan.csv")
+rc, out = run("--model", f"{models}/gpt3-100b.cfg", "--cluster", f"{clusters}/p4d.24xlarge.cfg",
+              "--nodes", "16,32,64", "--csv", plan_csv)
+check(rc == 0, "gpt3-100b on p4d at 16,32,64 nodes exits 0")
+rows = list(csv.DictReader(open(plan_csv))) if os.path.exists(plan_csv) else []
+need = ["strategy", "partition_size", "hierarchical", "nodes", "gpus", "step_ms", "tokens_per_s", "tflops_per_gpu",
+        "mfu", "memory_gib_per_gpu", "fits", "weak_scaling_efficiency"]
+check(rows and all(c in rows[0] for c in need), "CSV has the required columns")
+keys = {(r["strategy"], r["partition_size"], r["hierarchical"], r["nodes"]) for r in rows}
+check(len(keys) == len(rows), "one row per strategy, partition size, hierarchical choice and node count")
+check({r["nodes"] for r in rows} == {"16", "32", "64"}, "rows for every node count")
+check({r["strategy"] for r in rows} == {"ddp", "zero2", "zero3", "mics"}, "rows for every strategy")
+check(all(float(r["step_ms"]) > 0 and r["fits"] in ("0", "1") for r in rows), "step times positive, fits 0/1")
+check(sum(r["recommended"] == "1" for r in rows) >= 1 and "recommendation" in out, "a recommendation")
+
+# 3. One layout, as the scaling study asks for it.
+one_csv = os.path.join(work, "one.csv")
+rc, out = run("--model", f"{models}/char-gpt.cfg", "--cluster", f"{clusters}/emulated.cfg", "--nodes", "2,4",
+              "--strategy", "mics", "--partition-size", "4", "--hierarchical", "--ranks-per-node", "2",
+              "--global-batch", "16", "--micro-batch", "1", "--seq", "32", "--csv", one_csv)
+rows = list(csv.DictReader(open(one_csv))) if rc == 0 else []
+check(rc == 0 and len(rows) == 2, "one layout at two node counts: two rows")
+check(all(r["strategy"] == "mics" and r["partition_size"] == "4" and r["hierarchical"] == "1" for r in rows),
+      "the rows are the layout asked for")
+check(all(r["micro_batch"] == "1" and r["global_batch"] == "16" for r in rows), "batch as asked")
+
+# 4. --plot, where Debian's matplotlib is importable.
+if subprocess.run(["/usr/bin/python3", "-c", "import matplotlib"], capture_output=True).returncode == 0:
+    png = os.path.join(work, "plan.png")
+    rc, out = run("--model", f"{models}/gpt2-1.5b.cfg", "--cluster", f"{clusters}/p4de.24xlarge.cfg",
+                  "--nodes", "1-4", "--plot", png)
+    check(rc == 0 and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n", "--plot writes a PNG")
+else:
+    print("skip --plot (no matplotlib)")
+
+# 5. calibrate: timings made with known links, a training run, the fitted file read back.
+bench = os.path.join(work, "bench.csv")
+with open(bench, "w") as f:
+    f.write("collective,group,algo,group_size,size_bytes,count,type,time_us,algbw_GBps,busbw_GBps,wrong\n")
+    for op, factor in (("all_gather", 0.75), ("reduce_scatter", 0.75), ("all_reduce", 1.5)):
+        for group, n in (("partition", 4), ("world", 4)):
+            for size in (65536, 1048576, 4194304):
+                us = 1e6 * (3 * 20e-6 + factor * size / 2e9)
+                f.write(f"{op},{group},flat,{n},{size},{size // 4},f32,{us},0,0,0\n")
+metrics = os.path.join(work, "train.csv")
+with open(metrics, "w") as f:
+    f.write("step,step_ms,W,g,p,strategy,hierarchical,grad_sync\n")
+    for s in range(1, 6):
+        f.write(f"{s},{900 + s},4,2,1,ddp,0,two-hop\n")
+fitted = os.path.join(work, "fitted.cfg")
+rc, out = run("calibrate", "--cluster", f"{clusters}/emulated.cfg", "--bench", bench, "--train", metrics,
+              "--model", f"{models}/char-gpt.cfg", "--global-batch", "8", "--output", fitted)
+check(rc == 0 and "error" in out and "measured_ms" in out, "calibrate prints the error per measurement")
+rc, out = run("--model", f"{models}/char-gpt.cfg", "--cluster", fitted, "--nodes", "2")
+check(rc == 0, "the fitted cluster file is read back by the prediction mode")
+
+sys.exit(1 if failures else 0)

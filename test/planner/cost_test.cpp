@@ -1,0 +1,261 @@
+// The cost model's formulas against their closed forms, its monotonicity, and the
+// cluster files' parsing.
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "mics/core/error.hpp"
+#include "mics/planner/calibrate.hpp"
+#include "mics/planner/cluster.hpp"
+#include "mics/planner/collective_cost.hpp"
+#include "mics/planner/memory.hpp"
+#include "mics/planner/predict.hpp"
+
+using namespace mics::planner;
+namespace tt = boost::test_tools;
+
+namespace {
+
+Cluster gpu_cluster() {
+  Cluster c;
+  c.ranks_per_node = 8;
+  c.memory_gib = 80;
+  c.peak_tflops = 300;
+  c.compute_efficiency = 0.5;
+  c.memory_bandwidth_gbs = 2000;
+  c.intra_bandwidth_gbs = 200;
+  c.intra_latency_us = 5;
+  c.inter_bandwidth_gbs = 40;
+  c.inter_latency_us = 30;
+  return c;
+}
+
+Cluster no_latency(Cluster c) {
+  c.intra_latency_us = 0;
+  c.inter_latency_us = 0;
+  return c;
+}
+
+mics::model::ModelConfig gpt(std::int64_t layers, std::int64_t hidden) {
+  mics::model::ModelConfig m;
+  m.layers = layers;
+  m.hidden = hidden;
+  m.heads = 16;
+  m.seq = 1024;
+  m.vocab = 50304;
+  return m;
+}
+
+std::string source_dir() { return std::filesystem::path(__FILE__).parent_path().string(); }
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_group_of_one_costs_nothing) {
+  const Cluster c = gpu_cluster();
+  for (auto op : {Collective::all_gather, Collective::reduce_scatter, Collective::all_reduce})
+    BOOST_TEST(collective_seconds(c, op, {1, 1, 8}, 1e9) == 0.0);
+  BOOST_TEST(partition_gather_seconds(c, {1, 8, false}, 1e9) == 0.0);
+  BOOST_TEST(partition_reduce_seconds(c, {1, 8, true}, 1e9) == 0.0);
+  // ddp (p = 1) has no gather and no reduce-scatter in its prediction.
+  Workload w;
+  w.model = gpt(4, 1024);
+  w.global_batch = 16;
+  const Prediction p = predict(c, w, {Strategy::ddp, 16, 8, 1, false});
+  BOOST_TEST(p.partition_comm_s == 0.0);
+  BOOST_TEST(p.replication_comm_s > 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(ring_collectives_match_the_alpha_beta_closed_form) {
+  const Cluster c = gpu_cluster();
+  const double M = 1e9, a = 5e-6, ai = 30e-6, B = 200e9, Bn = 40e9;
+  // Inside a node: n-1 steps, (n-1)/n of the buffer through each rank's link.
+  BOOST_TEST(collective_seconds(c, Collective::all_gather, {8, 8, 8}, M) == 7 * a + 7.0 / 8 * M / B, tt::tolerance(1e-12));
+  BOOST_TEST(collective_seconds(c, Collective::all_reduce, {4, 4, 8}, M) == 6 * a + 1.5 * M / B, tt::tolerance(1e-12));
+  // Across 4 nodes with 8 per node: the node link carries (n-1)/n M.
+  BOOST_TEST(collective_seconds(c, Collective::reduce_scatter, {32, 8, 8}, M) == 31 * ai + 31.0 / 32 * M / Bn,
+             tt::tolerance(1e-12));
+  // One member per node: 8 groups share each node's link.
+  BOOST_TEST(collective_seconds(c, Collective::all_reduce, {4, 1, 8}, M) == 6 * ai + 1.5 * M * 8 / Bn,
+             tt::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(bus_bandwidth_is_the_bottleneck_link_as_nccl_tests_defines_it) {
+  const Cluster c = no_latency(gpu_cluster());
+  const double M = 1e9;
+  for (int n : {2, 4, 8}) {
+    BOOST_TEST(bus_factor(Collective::all_gather, n) == (n - 1.0) / n);
+    BOOST_TEST(bus_factor(Collective::all_reduce, n) == 2.0 * (n - 1.0) / n);
+    for (auto op : {Collective::all_gather, Collective::reduce_scatter, Collective::all_reduce}) {
+      const double t = collective_seconds(c, op, {n, n, 8}, M);
+      BOOST_TEST(bus_factor(op, n) * M / t / 1e9 == c.intra_bandwidth_gbs, tt::tolerance(1e-9));
+    }
+  }
+  // A group spanning nodes with every rank of each node: busbw = the node link.
+  const double t = collective_seconds(c, Collective::all_reduce, {64, 8, 8}, M);
+  BOOST_TEST(bus_factor(Collective::all_reduce, 64) * M / t / 1e9 == c.inter_bandwidth_gbs, tt::tolerance(1e-9));
+}
+
+BOOST_AUTO_TEST_CASE(hierarchical_gathers_move_k_minus_1_over_k_across_nodes) {
+  const double M = 64e6;
+  for (Algorithms alg : {Algorithms::nccl, Algorithms::mpi}) {
+    Cluster c = gpu_cluster();
+    c.algorithms = alg;
+    for (int k : {2, 4, 8}) {
+      const int g = 8, p = k * g;
+      const double flat = partition_gather_inter_bytes(c, {p, g, false}, M);
+      const double hier = partition_gather_inter_bytes(c, {p, g, true}, M);
+      BOOST_TEST_CONTEXT(algorithms_name(alg) << " k=" << k) {
+        // nccl ring: (p-1)/p M per node flat; libnbc linear: g(p-g)/p M (each of the g
+        // ranks sends its chunk to the p-g ranks elsewhere). Two-step: (k-1)/k M.
+        const double expected_flat = alg == Algorithms::nccl ? (p - 1.0) / p * M : g * (p - g) / double(p) * M;
+        BOOST_TEST(flat == expected_flat, tt::tolerance(1e-12));
+        BOOST_TEST(hier == (k - 1.0) / k * M, tt::tolerance(1e-12));
+        BOOST_TEST(hier < flat);
+      }
+    }
+    // A group inside one node never touches the network, hierarchical or not.
+    BOOST_TEST(partition_gather_inter_bytes(c, {8, 8, true}, M) == 0.0);
+  }
+  // Fewer sequential latency steps: (k-1) inter + (g-1) intra instead of p-1 inter.
+  const Cluster c = gpu_cluster();
+  const double tiny = 16;
+  BOOST_TEST(partition_gather_seconds(c, {32, 8, true}, tiny) < partition_gather_seconds(c, {32, 8, false}, tiny));
+}
+
+BOOST_AUTO_TEST_CASE(more_bandwidth_or_less_latency_never_predicts_a_slower_step) {
+  Workload w;
+  w.model = gpt(8, 1024);
+  w.global_batch = 64;
+  w.micro_batch = 2;
+  const int world = 32, g = 8;
+  for (Algorithms alg : {Algorithms::nccl, Algorithms::mpi})
+    for (bool overlap : {true, false})
+      for (const Layout& l : candidate_layouts(world, g)) {
+        Cluster c = gpu_cluster();
+        c.algorithms = alg;
+        c.overlap = overlap;
+        const double base = predict(c, w, l).step_s;
+        for (double Cluster::*f : {&Cluster::intra_bandwidth_gbs, &Cluster::inter_bandwidth_gbs,
+                                   &Cluster::peak_tflops, &Cluster::memory_bandwidth_gbs}) {
+          Cluster faster = c;
+          faster.*f *= 2;
+          BOOST_TEST(predict(faster, w, l).step_s <= base * (1 + 1e-12));
+        }
+        for (double Cluster::*f : {&Cluster::intra_latency_us, &Cluster::inter_latency_us}) {
+          Cluster slower = c;
+          slower.*f *= 4;
+          BOOST_TEST(predict(slower, w, l).step_s >= base * (1 - 1e-12));
+        }
+      }
+}
+
+BOOST_AUTO_TEST_CASE(a_step_is_at_least_its_compute_and_exposure_at_most_the_traffic) {
+  Workload w;
+  w.model = gpt(6, 768);
+  w.global_batch = 128;
+  for (const Layout& l : candidate_layouts(64, 8)) {
+    const Prediction p = predict(gpu_cluster(), w, l);
+    BOOST_TEST(p.step_s >= p.compute_s);
+    BOOST_TEST(p.partition_exposed_s <= p.partition_comm_s * (1 + 1e-12));
+    BOOST_TEST(p.replication_exposed_s <= p.replication_comm_s * (1 + 1e-12));
+    BOOST_TEST(p.accumulation == 2);
+  }
+  // Without overlap every collective is exposed.
+  Cluster c = gpu_cluster();
+  c.overlap = false;
+  const Prediction p = predict(c, w, {Strategy::zero3, 64, 8, 64, false});
+  BOOST_TEST(p.partition_exposed_s == p.partition_comm_s, tt::tolerance(1e-9));
+  BOOST_TEST(p.step_s == p.compute_s + p.partition_comm_s + p.replication_comm_s + p.optimizer_s, tt::tolerance(1e-9));
+}
+
+BOOST_AUTO_TEST_CASE(model_states_are_16_bytes_per_parameter_over_p_plus_the_compute_copies) {
+  // Every bucket a multiple of 16 x p elements: no padding, so the closed forms hold.
+  mics::model::ModelConfig m;
+  m.layers = 2;
+  m.hidden = 64;
+  m.heads = 4;
+  m.seq = 64;
+  m.vocab = 192;
+  const double n = bucket_sizes(m).parameters();
+  BOOST_TEST(n == static_cast<double>(192 * 64 + 64 * 64 + 2 * (12 * 64 * 64 + 13 * 64) + 2 * 64));
+  MemoryInputs mixed;  // bf16 compute, f32 states
+  const int p = 2;
+  BOOST_TEST(rank_memory(m, Strategy::mics, p, 1, false, mixed).states == 18.0 * n / p);
+  BOOST_TEST(rank_memory(m, Strategy::zero3, p, 1, false, mixed).states == 18.0 * n / p);
+  BOOST_TEST(rank_memory(m, Strategy::zero2, p, 1, false, mixed).states == 18.0 * n / p + 2.0 * n);
+  BOOST_TEST(rank_memory(m, Strategy::ddp, 1, 1, false, mixed).states == 20.0 * n);
+  MemoryInputs f32;
+  f32.compute_bytes = 4;
+  BOOST_TEST(rank_memory(m, Strategy::mics, p, 1, false, f32).states == 16.0 * n / p);
+  // Hierarchical reduce-scatters add their k-chunk temporaries.
+  BOOST_TEST(rank_memory(m, Strategy::mics, p, 2, true, f32).working > rank_memory(m, Strategy::mics, p, 2, false, f32).working);
+}
+
+BOOST_AUTO_TEST_CASE(cluster_presets_load_and_bad_files_are_one_line) {
+  const std::string root = source_dir() + "/../../inputs/clusters/";
+  for (const char* f : {"p3dn.24xlarge", "p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge", "emulated"}) {
+    const Cluster c = load_cluster(root + f + ".cfg");
+    BOOST_TEST(c.name == f);
+    BOOST_TEST(c.peak_tflops > 0);
+  }
+  const auto message = [](const std::string& path) {
+    try {
+      load_cluster(path);
+    } catch (const mics::UsageError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  BOOST_TEST(message(source_dir() + "/bad/unknown-key.cfg").find("unknown key 'inter_bandwith_gbs'") != std::string::npos);
+  BOOST_TEST(message(source_dir() + "/bad/negative.cfg").find("inter_bandwidth_gbs = -5; it must be positive") !=
+             std::string::npos);
+  BOOST_TEST(message("/nonexistent.cfg").find("no such file") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_written_cluster_reads_back_the_same) {
+  Cluster c = gpu_cluster();
+  c.name = "round-trip";
+  c.algorithms = Algorithms::mpi;
+  c.overlap = false;
+  const auto path = std::filesystem::temp_directory_path() / "mics-planner-round-trip.cfg";
+  {
+    std::ofstream f(path);
+    write_cluster(f, c, "a comment\non two lines");
+  }
+  const Cluster d = load_cluster(path.string());
+  std::filesystem::remove(path);
+  BOOST_TEST(d.name == c.name);
+  BOOST_TEST(d.algorithms == c.algorithms);
+  BOOST_TEST(d.overlap == c.overlap);
+  BOOST_TEST(d.inter_bandwidth_gbs == c.inter_bandwidth_gbs);
+  BOOST_TEST(d.intra_latency_us == c.intra_latency_us);
+}
+
+BOOST_AUTO_TEST_CASE(calibration_recovers_the_links_that_made_the_timings) {
+  // Timings generated by a known cluster: the fit must find it again.
+  Cluster truth = gpu_cluster();
+  truth.ranks_per_node = 2;
+  std::vector<BenchRow> rows;
+  for (const char* op : {"all_gather", "reduce_scatter", "all_reduce"})
+    for (int p : {2, 4})  // a partition group inside a node, and one spanning two
+      for (const char* group : {"partition", "world"})
+        for (double bytes : {4e3, 64e3, 1e6, 16e6}) {
+          BenchRow r{"synthetic", op, group, "flat", group[0] == 'w' ? 8 : p, 8, p, bytes, 0};
+          r.seconds = predict_bench(truth, 2, r);
+          rows.push_back(r);
+        }
+  Cluster start = truth;
+  start.intra_bandwidth_gbs = 10;
+  start.inter_bandwidth_gbs = 1;
+  start.intra_latency_us = 1;
+  start.inter_latency_us = 1;
+  const Calibration fit = calibrate(start, rows, {}, Workload{});
+  BOOST_TEST(fit.cluster.intra_bandwidth_gbs == truth.intra_bandwidth_gbs, tt::tolerance(0.02));
+  BOOST_TEST(fit.cluster.inter_bandwidth_gbs == truth.inter_bandwidth_gbs, tt::tolerance(0.02));
+  BOOST_TEST(fit.cluster.intra_latency_us == truth.intra_latency_us, tt::tolerance(0.05));
+  BOOST_TEST(fit.cluster.inter_latency_us == truth.inter_latency_us, tt::tolerance(0.05));
+  for (const auto& r : fit.bench) BOOST_TEST(std::fabs(r.error()) < 0.02);
+}
