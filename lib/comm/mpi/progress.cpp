@@ -39,10 +39,19 @@ void Progress::submit(const std::shared_ptr<Chain>& chain) {
   work_cv_.notify_one();
 }
 
-// The thread sleeps while nothing is in flight and polls with a growing pause while
-// something is (MPI over TCP and shared memory only moves data inside MPI calls). The
-// pause is capped low enough to keep a ring step's latency small, and high enough that
-// the thread does not take a core from the compute on a machine with few.
+// Whoever holds poll_mu_ polls: the thread while the caller computes, the caller itself
+// while it waits, so that a completion needs no hand-off through the scheduler.
+bool Progress::try_poll(bool& moved) {
+  std::unique_lock<std::mutex> pl(poll_mu_, std::try_to_lock);
+  if (!pl.owns_lock()) return false;
+  moved = poll();
+  return true;
+}
+
+// The thread sleeps while nothing is in flight and polls while something is (MPI over
+// TCP and shared memory only moves data inside MPI calls): it yields first, so that a
+// compute thread waiting for the core gets it, then sleeps briefly, to keep a ring step's
+// latency low without taking a core on a machine with few.
 void Progress::loop() {
   int idle = 0;
   for (;;) {
@@ -54,34 +63,38 @@ void Progress::loop() {
       });
       if (stop_) return;
     }
-    if (poll()) {
+    bool moved = false;
+    if (try_poll(moved) && moved) {
       idle = 0;
       continue;
     }
     ++idle;
-    if (idle < 8) std::this_thread::yield();
-    else std::this_thread::sleep_for(std::chrono::microseconds(idle < 24 ? 20 : 100));
+    if (idle < 64) std::this_thread::yield();
+    else std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
 }
 
 template <class Done>
 void Progress::block_until(Done done) {
-  if (threaded()) {
-    std::unique_lock<std::mutex> lock(mu_);
-    done_cv_.wait(lock, done);
-    return;
-  }
   for (;;) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (done()) return;
     }
-    if (!poll()) std::this_thread::yield();
+    bool moved = false;
+    if (!try_poll(moved)) {
+      // The thread is polling: wait for its word, briefly, then try to poll again.
+      std::unique_lock<std::mutex> lock(mu_);
+      done_cv_.wait_for(lock, std::chrono::microseconds(200), done);
+      continue;
+    }
+    if (!moved) std::this_thread::yield();
   }
 }
 
 bool Progress::test(P2POp& op) {
-  if (!threaded()) poll();
+  bool moved = false;
+  if (!threaded()) try_poll(moved);
   std::lock_guard<std::mutex> lock(mu_);
   if (op.done && !op.error.empty()) throw Error(op.error);
   return op.done;
@@ -104,7 +117,8 @@ const std::string& chain_error(const Chain& c) {
 }  // namespace
 
 bool Progress::test(Chain& c) {
-  if (!threaded()) poll();
+  bool moved = false;
+  if (!threaded()) try_poll(moved);
   std::lock_guard<std::mutex> lock(mu_);
   if (!chain_over(c)) return false;
   if (!chain_error(c).empty()) throw Error(chain_error(c));

@@ -3,10 +3,10 @@
 // schedules, see schedules.hpp), progressed by one thread per MpiCollectives while the
 // caller computes. Private to lib/comm/mpi.
 //
-// Threading: with MPI_THREAD_MULTIPLE the progress thread makes every MPI call of the
-// collectives; the caller only queues operations and blocks in wait() on a condition
-// variable. With a lower thread level there is no thread, and operations progress inside
-// test() and wait() on the caller's thread (no overlap, still correct).
+// Threading: with MPI_THREAD_MULTIPLE the progress thread polls while the caller
+// computes; a caller blocked in wait() polls itself when the thread is not (one poller at
+// a time, poll_mu_). With a lower thread level there is no thread, and operations
+// progress inside test() and wait() on the caller's thread (no overlap, still correct).
 // Locks: one mutex guards the queues and the completion flags; no MPI call is made while
 // holding it, so a watchdog that ends the process never waits behind MPI.
 #include <mpi.h>
@@ -96,6 +96,7 @@ public:
 
 private:
   void loop();
+  bool try_poll(bool& moved);  // false when another thread is polling
   bool poll();  // one pass over everything in flight; true when something moved
   bool advance(P2POp& op);
   bool advance_chains();
@@ -103,11 +104,12 @@ private:
   template <class Done> void block_until(Done done);
 
   std::mutex mu_;
+  std::mutex poll_mu_;  // held by whichever thread polls; mu_ may be taken inside it, never around it
   std::condition_variable work_cv_, done_cv_;
   std::deque<std::shared_ptr<P2POp>> incoming_;
   std::deque<std::shared_ptr<Chain>> incoming_chains_;
   bool stop_ = false;
-  // Only the polling thread touches these.
+  // Only the thread holding poll_mu_ touches these.
   std::vector<std::shared_ptr<P2POp>> active_;
   std::deque<std::shared_ptr<Chain>> chains_;
   std::thread thread_;
