@@ -481,7 +481,7 @@ int bench_main(int argc, char** argv) {
     }
   }
 
-  // All-gather traffic over the partition group against the ring model. M is the total
+  // All-gather traffic over the partition group against the ring volumes. M is the total
   // all-gather message (every call: warmup, timed and check) on this partition group.
   const int P = plan.partition_size(), G = plan.group_ranks_per_node(), K = plan.nodes_per_group();
   if (rank == 0) {
