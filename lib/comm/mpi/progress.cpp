@@ -64,9 +64,15 @@ void Progress::loop() {
       if (stop_) return;
     }
     bool moved = false;
-    if (try_poll(moved) && moved) {
-      idle = 0;
-      continue;
+    try {
+      if (try_poll(moved) && moved) {
+        idle = 0;
+        continue;
+      }
+    } catch (const std::exception& e) {
+      // Per-operation failures are caught in poll(); anything else (out of memory) fails
+      // everything in flight, so that every waiter wakes with the reason.
+      fail_all(std::string("the communication thread failed: ") + e.what());
     }
     ++idle;
     if (idle < 64) std::this_thread::yield();
@@ -237,6 +243,21 @@ bool Progress::advance(P2POp& op) {
     moved = true;
   }
   return moved;
+}
+
+void Progress::fail_all(const std::string& why) {
+  std::lock_guard<std::mutex> pl(poll_mu_);
+  for (auto& op : active_) finish(*op, op->what + ": " + why);
+  active_.clear();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& c : chains_) {
+      c->error = c->what + ": " + why;
+      c->started2 = true;
+    }
+  }
+  chains_.clear();
+  done_cv_.notify_all();
 }
 
 void Progress::finish(P2POp& op, const std::string& error) {

@@ -101,6 +101,7 @@ private:
   bool advance(P2POp& op);
   bool advance_chains();
   void finish(P2POp& op, const std::string& error);
+  void fail_all(const std::string& why);
   template <class Done> void block_until(Done done);
 
   std::mutex mu_;
