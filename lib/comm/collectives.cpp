@@ -1,11 +1,9 @@
 #include "mics/comm/collectives.hpp"
 
-#include <climits>
 #include <exception>
 #include <utility>
 
 #include "mics/core/check.hpp"
-#include "traffic.hpp"
 
 namespace mics::comm {
 
@@ -100,30 +98,6 @@ void Collectives::start_ready_chains(const Chain* must_start) {
     waiting_.pop_front();
     if (reached) return;
   }
-}
-
-// Blocking MPI on the caller's thread: the device backends' host path. Counted as the
-// transport sees it: MPI_Allreduce's and MPI_Allgather's own algorithms are not visible,
-// so the ring volumes are booked (a model, like the NCCL counters).
-void Collectives::sum_host(double* values, std::size_t n, Group& group) {
-  if (group.size() <= 1 || n == 0) return;
-  MICS_ASSERT(n <= static_cast<std::size_t>(INT_MAX), "sum_host: too many values");
-  const double t0 = MPI_Wtime();
-  MICS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, values, static_cast<int>(n), MPI_DOUBLE, MPI_SUM, group.comm()));
-  const std::uint64_t m = n * sizeof(double);
-  detail::record(*group.shared_counters(), detail::ring_bytes(detail::Pattern::all_reduce, group.size(), m), m,
-                 MPI_Wtime() - t0);
-}
-
-void Collectives::all_gather_host(double* buf, std::size_t chunk_count, Group& group) {
-  if (group.size() <= 1 || chunk_count == 0) return;
-  MICS_ASSERT(chunk_count <= static_cast<std::size_t>(INT_MAX), "all_gather_host: chunk too large");
-  const double t0 = MPI_Wtime();
-  MICS_CHECK_MPI(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, static_cast<int>(chunk_count),
-                               MPI_DOUBLE, group.comm()));
-  const std::uint64_t m = chunk_count * sizeof(double) * static_cast<std::uint64_t>(group.size());
-  detail::record(*group.shared_counters(), detail::ring_bytes(detail::Pattern::gather_or_scatter, group.size(), m),
-                 m, MPI_Wtime() - t0);
 }
 
 Request Collectives::gather_partition(void* buf, std::size_t chunk_count, DType dt,

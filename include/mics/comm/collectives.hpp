@@ -25,14 +25,14 @@
 namespace mics::comm {
 
 namespace detail {
-// One operation in flight, as a backend sees it.
+// One operation in flight, as a backend sees it. describe() says what it is and, when
+// known, which peer it waits for (for a wait that does not end); it must not block, since
+// a watchdog thread may call it.
 class PendingOp {
 public:
   virtual ~PendingOp() = default;
   virtual bool test() = 0;  // true once complete; counters are recorded then
   virtual void wait() = 0;
-  // What the operation is and, when known, which peer it waits for: for messages about
-  // a wait that does not end. Must not block (a watchdog thread may call it).
   virtual std::string describe() const { return "a collective"; }
 };
 }  // namespace detail
