@@ -12,7 +12,9 @@ set(MICS_TEST_ENV
   OMPI_MCA_btl_vader_single_copy_mechanism=none
   OMP_NUM_THREADS=1
   OMP_WAIT_POLICY=passive
-  OPENBLAS_NUM_THREADS=1)
+  OPENBLAS_NUM_THREADS=1
+  # As mics::MpiEnvironment asks: the MPI collectives then run their progress thread.
+  OMPI_MPI_THREAD_LEVEL=3)
 
 function(mics_add_test)
   cmake_parse_arguments(T "" "NAME;TIMEOUT" "SOURCES;LIBS;RANKS;LABELS" ${ARGN})

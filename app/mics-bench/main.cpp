@@ -1,8 +1,9 @@
 // mics-bench: times all-gather, reduce-scatter and all-reduce over the groups of one MiCS
 // layout (partition group flat and hierarchical, replication group, world), in the manner
 // of nccl-tests: a sweep of message sizes, every result checked element by element
-// (#wrong), algbw and busbw per line (mics-design.md section 7), and at the end the
-// traffic counters of each group next to the ring-model predictions.
+// (#wrong), algbw and busbw per line (mics-design.md section 7), the algorithm each line
+// ran, and at the end the traffic counters of each group (bytes handed to MPI, counted at
+// every send) next to the ring-volume predictions.
 #include <boost/program_options.hpp>
 #include <cinttypes>
 #include <cstdio>
@@ -38,7 +39,32 @@ struct Options {
   bool hierarchical = false;
   DType dtype = DType::f32;
   std::string csv;
+  std::vector<std::string> ops{"all_gather", "reduce_scatter", "all_reduce"};
+  std::vector<std::string> groups{"partition", "replication", "world"};
 };
+
+// "a,b,c" -> {"a", "b", "c"}; every item must be one of `allowed`, each at most once.
+std::vector<std::string> parse_list(const std::string& text, const char* option,
+                                    const std::vector<std::string>& allowed) {
+  std::vector<std::string> out;
+  std::string all;
+  for (const auto& a : allowed) all += (all.empty() ? "" : ",") + a;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t comma = text.find(',', start);
+    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    bool known = false;
+    for (const auto& a : allowed) known = known || a == item;
+    if (!known)
+      throw UsageError(std::string("invalid ") + option + " item '" + item + "': expected a comma-separated list of " + all);
+    for (const auto& o : out)
+      if (o == item) throw UsageError(std::string(option) + " lists '" + item + "' twice");
+    out.push_back(item);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
 
 // "64", "1K", "16M", "1G" (powers of 1024, as nccl-tests reads them).
 std::uint64_t parse_bytes(const std::string& text, const char* option) {
@@ -72,16 +98,19 @@ DType parse_dtype(const std::string& s) {
 
 // Returns false when --help was asked for (and printed).
 bool parse(int argc, char** argv, Options& o, int world_rank) {
-  std::string b = "1K", e = "4M", dtype = "f32";
+  std::string b = "1K", e = "4M", dtype = "f32", ops = "all_gather,reduce_scatter,all_reduce",
+              groups = "partition,replication,world";
   po::options_description desc(
       "Usage: mpirun -np W mics-bench [options]\n"
       "Times all-gather, reduce-scatter and all-reduce on the MiCS groups (partition group flat,\n"
-      "and hierarchical with --hierarchical; replication group; world), checks every element\n"
-      "of every result, and prints size, count, type, time, algbw, busbw and #wrong per line.\n"
+      "or hierarchical with --hierarchical; replication group; world), checks every element\n"
+      "of every result, and prints the algorithm, size, count, type, time, algbw, busbw and\n"
+      "#wrong per line.\n"
       "size is the full message (the gathered buffer, the reduce-scatter input, the all-reduce\n"
       "buffer); busbw = algbw*(n-1)/n (all-reduce: 2(n-1)/n), n = ranks in the group.\n"
-      "At the end: each group's traffic counters, and the all-gather bytes on the inter- and\n"
-      "intra-node sub-groups next to the (p-1)/p and (p-g)/p predictions.\n"
+      "At the end: each group's traffic counters (bytes and sends handed to MPI, busy and\n"
+      "waiting time), and the partition group's bytes next to the (p-1)/p and (p-g)/p\n"
+      "predictions.\n"
       "Exit status 1 if any element is wrong.\n\nOptions");
   desc.add_options()
       ("help,h", "print this help and exit")
@@ -93,7 +122,9 @@ bool parse(int argc, char** argv, Options& o, int world_rank) {
       ("dtype,d", po::value<std::string>(&dtype)->default_value(dtype), "element type: f32, f64 or bf16 (bf16 sums use a user MPI_Op in f32)")
       ("ranks-per-node", po::value<int>(&o.ranks_per_node)->default_value(0), "ranks per node g; 0 detects it from the hosts (MPI_COMM_TYPE_SHARED); a value lets one host pose as W/g nodes")
       ("partition-size", po::value<int>(&o.partition_size)->default_value(0), "partition group size p; must divide W and respect node boundaries (p >= g: a multiple of g; p < g: a divisor of g); 0 means p = g")
-      ("hierarchical", po::bool_switch(&o.hierarchical), "also run the two-step zero-copy hierarchical all-gather and reduce-scatter over the partition group (used when it spans nodes)")
+      ("hierarchical", po::bool_switch(&o.hierarchical), "run the partition group's collectives two-step (zero-copy hierarchical all-gather and reduce-scatter; all-reduce as both in turn) instead of flat, when it spans nodes")
+      ("ops", po::value<std::string>(&ops)->default_value(ops), "collectives to run: comma-separated, any of all_gather, reduce_scatter, all_reduce")
+      ("groups", po::value<std::string>(&groups)->default_value(groups), "groups to run them on: comma-separated, any of partition, replication, world")
       ("csv", po::value<std::string>(&o.csv), "also write every line to this CSV file (rank 0 writes it)");
   po::variables_map vm;
   try {
@@ -116,6 +147,8 @@ bool parse(int argc, char** argv, Options& o, int world_rank) {
   if (o.partition_size < 0)
     throw UsageError("--partition-size must be positive, or 0 for one node (got " + std::to_string(o.partition_size) + ")");
   o.dtype = parse_dtype(dtype);
+  o.ops = parse_list(ops, "--ops", {"all_gather", "reduce_scatter", "all_reduce"});
+  o.groups = parse_list(groups, "--groups", {"partition", "replication", "world"});
   return true;
 }
 
@@ -184,7 +217,8 @@ public:
     const std::size_t es = mics::comm::dtype_size(o_.dtype);
     // chunk: elements per rank (all-gather, reduce-scatter); count: elements in the message.
     std::size_t chunk = 0, count = 0;
-    if (t.op == Op::all_reduce) {
+    const bool two_step = t.hierarchical && std::strcmp(t.group, "partition") == 0;
+    if (t.op == Op::all_reduce && !two_step) {
       count = std::max<std::size_t>(1, size / es);
     } else {
       chunk = std::max<std::size_t>(1, size / (n * es));
@@ -201,7 +235,18 @@ public:
           if (std::strcmp(t.group, "partition") == 0) coll_.reduce_scatter_partition(buf.data(), out.data(), chunk, o_.dtype, pg_, t.hierarchical).wait();
           else coll_.reduce_scatter(buf.data(), out.data(), chunk, o_.dtype, g).wait();
           break;
-        case Op::all_reduce: coll_.all_reduce(buf.data(), count, o_.dtype, g).wait(); break;
+        case Op::all_reduce:
+          if (!two_step) {
+            coll_.all_reduce(buf.data(), count, o_.dtype, g).wait();
+            break;
+          }
+          // Two-step reduce-scatter, then the rank's sum back in place and the two-step
+          // all-gather: the hierarchical all-reduce, (p-g)/p M across nodes each way.
+          coll_.reduce_scatter_partition(buf.data(), out.data(), chunk, o_.dtype, pg_, true).wait();
+          std::memcpy(static_cast<char*>(buf.data()) + static_cast<std::size_t>(g.rank()) * chunk * es, out.data(),
+                      chunk * es);
+          coll_.gather_partition(buf.data(), chunk, o_.dtype, pg_, true).wait();
+          break;
       }
     };
     // All-reduce in place would grow the values without bound; refill is cheap enough
@@ -222,7 +267,7 @@ public:
     Row r;
     r.op = op_name(t.op);
     r.group = t.group;
-    r.algo = t.hierarchical ? "hier" : "flat";
+    r.algo = algorithm(t, g, count);
     r.type = mics::comm::dtype_name(o_.dtype);
     r.bytes = count * es;
     r.count = count;
@@ -241,6 +286,15 @@ public:
   std::uint64_t last_message() const { return message_; }
 
 private:
+  // What ran: the backend's ring (or recursive doubling for small all-reduces), or the
+  // two-step hierarchical path of rings on the inter- and intra-node groups.
+  std::string algorithm(const Target& t, const Group& g, std::size_t count) const {
+    if (g.size() == 1) return "none";
+    if (t.hierarchical) return t.op == Op::all_reduce ? "2step_rs+ag" : "2step_ring";
+    if (t.op == Op::all_reduce) return MpiCollectives::all_reduce_algorithm(count, o_.dtype, g);
+    return "ring";
+  }
+
   std::vector<int> members(Group& g) {
     std::vector<int> m(static_cast<std::size_t>(g.size()));
     MPI_Allgather(&me_, 1, MPI_INT, m.data(), 1, MPI_INT, g.comm());
@@ -290,8 +344,9 @@ private:
 };
 
 GroupCounters delta(const GroupCounters& after, const GroupCounters& before) {
-  return {after.calls - before.calls, after.bytes - before.bytes, after.message_bytes - before.message_bytes,
-          after.seconds - before.seconds};
+  return {after.calls - before.calls,           after.sends - before.sends,
+          after.bytes - before.bytes,           after.message_bytes - before.message_bytes,
+          after.seconds - before.seconds,       after.exposed_seconds - before.exposed_seconds};
 }
 
 std::uint64_t sum_over(MPI_Comm comm, std::uint64_t v) {
@@ -321,10 +376,13 @@ int bench_main(int argc, char** argv) {
 
   std::vector<Target> targets;
   for (Op op : {Op::all_gather, Op::reduce_scatter, Op::all_reduce}) {
-    targets.push_back({op, "partition", false});
-    if (op != Op::all_reduce && o.hierarchical && plan.spans_nodes()) targets.push_back({op, "partition", true});
-    targets.push_back({op, "replication", false});
-    targets.push_back({op, "world", false});
+    bool wanted = false;
+    for (const auto& name : o.ops) wanted = wanted || name == op_name(op);
+    if (!wanted) continue;
+    for (const char* grp : {"partition", "replication", "world"})
+      for (const auto& name : o.groups)
+        if (name == grp)
+          targets.push_back({op, grp, std::strcmp(grp, "partition") == 0 && o.hierarchical && plan.spans_nodes()});
   }
 
   // Only rank 0 writes the CSV; agree() makes a failure to open it everyone's error.
@@ -361,10 +419,13 @@ int bench_main(int argc, char** argv) {
                 mics::comm::dtype_name(o.dtype), o.warmup, o.iters);
     if (o.hierarchical && !plan.spans_nodes())
       std::printf("# --hierarchical: the partition group lies inside one node, so only flat collectives run\n");
+    std::printf("# progress: %s\n", coll.progress_thread()
+                                       ? "a communication thread (MPI_THREAD_MULTIPLE)"
+                                       : "inside test/wait only (MPI thread level below MULTIPLE)");
     std::printf("# limit: memcpy of %" PRIu64 " bytes by one rank alone: %.2f GB/s (ranks share memory, so\n"
                 "#        every collective here is copies; busbw is bounded by about this)\n",
                 o.max_bytes, limit_gbps);
-    std::printf("#\n# %-14s %-11s %-4s %5s %12s %12s %5s %10s %11s %11s %7s\n", "collective", "group", "algo", "n",
+    std::printf("#\n# %-14s %-11s %-18s %5s %12s %12s %5s %10s %11s %11s %7s\n", "collective", "group", "algo", "n",
                 "size(B)", "count", "type", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong");
   }
 
@@ -383,7 +444,8 @@ int bench_main(int argc, char** argv) {
       if (t.op == Op::all_gather && std::strcmp(t.group, "partition") == 0) {
         Tally& tally = t.hierarchical ? ag_hier : ag_flat;
         auto add = [](GroupCounters& acc, const GroupCounters& d) {
-          acc.calls += d.calls; acc.bytes += d.bytes; acc.message_bytes += d.message_bytes; acc.seconds += d.seconds;
+          acc.calls += d.calls; acc.sends += d.sends; acc.bytes += d.bytes; acc.message_bytes += d.message_bytes;
+          acc.seconds += d.seconds; acc.exposed_seconds += d.exposed_seconds;
         };
         add(tally.partition, delta(pg.partition().counters(), pb));
         if (pg.spans_nodes()) {
@@ -394,7 +456,7 @@ int bench_main(int argc, char** argv) {
       }
       if (rank == 0) {
         const int n = bench.group_of(t).size();
-        std::printf("  %-14s %-11s %-4s %5d %12" PRIu64 " %12" PRIu64 " %5s %10.2f %11.4f %11.4f %7ld\n", r.op.c_str(),
+        std::printf("  %-14s %-11s %-18s %5d %12" PRIu64 " %12" PRIu64 " %5s %10.2f %11.4f %11.4f %7ld\n", r.op.c_str(),
                     r.group.c_str(), r.algo.c_str(), n, r.bytes, r.count, r.type.c_str(), r.us, r.algbw, r.busbw,
                     r.wrong);
         if (csv.is_open())
@@ -407,16 +469,19 @@ int bench_main(int argc, char** argv) {
 
   // Counters of every group over the whole run, this rank's view.
   if (rank == 0) {
-    std::printf("#\n# Counters of rank 0 over the whole run (bytes: ring-model bytes this rank sent)\n");
-    std::printf("# %-12s %5s %8s %14s %16s %10s\n", "group", "size", "calls", "bytes", "message bytes", "seconds");
+    std::printf("#\n# Counters of rank 0 over the whole run (sends, bytes: what this rank handed to MPI;\n"
+                "# busy: union of the intervals with a collective of the group in flight; waited: time\n"
+                "# blocked in wait())\n");
+    std::printf("# %-12s %5s %8s %8s %14s %16s %10s %10s\n", "group", "size", "calls", "sends", "bytes", "message bytes",
+                "busy(s)", "waited(s)");
     for (Group* grp : pg.groups()) {
-      const auto& c = grp->counters();
-      std::printf("  %-12s %5d %8" PRIu64 " %14" PRIu64 " %16" PRIu64 " %10.4f\n", grp->name().c_str(), grp->size(),
-                  c.calls, c.bytes, c.message_bytes, c.seconds);
+      const auto c = grp->counters();
+      std::printf("  %-12s %5d %8" PRIu64 " %8" PRIu64 " %14" PRIu64 " %16" PRIu64 " %10.4f %10.4f\n", grp->name().c_str(),
+                  grp->size(), c.calls, c.sends, c.bytes, c.message_bytes, c.seconds, c.exposed_seconds);
     }
   }
 
-  // All-gather traffic over the partition group against the ring model. M is the total
+  // All-gather traffic over the partition group against the ring volumes. M is the total
   // all-gather message (every call: warmup, timed and check) on this partition group.
   const int P = plan.partition_size(), G = plan.group_ranks_per_node(), K = plan.nodes_per_group();
   if (rank == 0) {
@@ -438,10 +503,8 @@ int bench_main(int argc, char** argv) {
                   ag_hier.intra.bytes, static_cast<double>(ag_hier.intra.bytes) / M, static_cast<double>(P - K) / P);
       std::printf("#                 intra-node bytes per node        %14" PRIu64 " = %.4f M   prediction g(p-k)/p = %.4f M\n",
                   intra_node, static_cast<double>(intra_node) / M, static_cast<double>(G) * (P - K) / P);
-      // Why flat is no better than (p-1)/p across nodes here: neighbours in the partition
-      // communicator's order q = j*k+i sit on different nodes.
-      std::printf("#   (bytes follow the ring model; a flat ring in the zero-copy order q = j*k+i alternates\n"
-                  "#    nodes, so all of its (p-1)/p per rank crosses nodes)\n");
+      std::printf("#   (the flat ring runs in node order, so (p-1)/p M leaves each node once: one rank per\n"
+                  "#    node sends to the next node; the two-step path sends (p-g)/p M per node across)\n");
     }
   }
 

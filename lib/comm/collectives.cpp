@@ -114,7 +114,7 @@ Request Collectives::gather_partition(void* buf, std::size_t chunk_count, DType 
   Group& intra = groups.intra().twin();
   prepare(intra);
   Request step1 = all_gather(base + j * block * dtype_size(dt), chunk_count, dt, groups.inter());
-  return chain(std::move(step1), [this, base, block, dt, &intra] {
+  return then(std::move(step1), [this, base, block, dt, &intra] {
     return all_gather(base, block, dt, intra);
   }, nullptr);
 }
@@ -133,7 +133,7 @@ Request Collectives::reduce_scatter_partition(const void* send, void* recv, std:
   Group& inter = groups.inter().twin();
   prepare(inter);
   Request step1 = reduce_scatter(send, t, block, dt, groups.intra());
-  return chain(std::move(step1), [this, t, recv, chunk_count, dt, &inter] {
+  return then(std::move(step1), [this, t, recv, chunk_count, dt, &inter] {
     return reduce_scatter(t, recv, chunk_count, dt, inter);
   }, std::move(temp));
 }

@@ -24,13 +24,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Host scalars are summed with MPI on the group's communicator, whatever carries the
-// bulk data (NCCL works on device memory only).
-void sum_host(double* values, int n, comm::Group& group) {
-  if (group.size() == 1) return;
-  MICS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, values, n, MPI_DOUBLE, MPI_SUM, group.comm()));
-}
-
 // One contiguous range of a shard whose elements share a weight-decay setting.
 struct Segment {
   std::int64_t begin = 0, count = 0;
@@ -437,7 +430,7 @@ StepResult Engine::train_step(const data::Dataset& data) {
     count_of[static_cast<std::size_t>(a)] = n;
     total += static_cast<double>(n);
   }
-  sum_host(&total, 1, m.groups.world());
+  m.coll.sum_host(&total, 1, m.groups.world());
 
   double loss_sum = 0;
   for (int a = 0; a < A; ++a) {
@@ -467,8 +460,8 @@ StepResult Engine::train_step(const data::Dataset& data) {
   for (int b = 0; b < m.buckets(); ++b)
     norm2 += m.be.sum_squares(m.mdt, m.grad_acc[static_cast<std::size_t>(b)].get(),
                               static_cast<std::int64_t>(m.chunk(b)));
-  sum_host(&norm2, 1, m.groups.partition());
-  sum_host(&loss_sum, 1, m.groups.world());
+  m.coll.sum_host(&norm2, 1, m.groups.partition());
+  m.coll.sum_host(&loss_sum, 1, m.groups.world());
   const double norm = std::sqrt(norm2);
   const double clip = m.cfg.optimizer.grad_clip > 0 && norm > m.cfg.optimizer.grad_clip
                           ? m.cfg.optimizer.grad_clip / (norm + 1e-6)
@@ -531,7 +524,7 @@ double Engine::evaluate(const data::Dataset& data, std::int64_t batches) {
       sums[0] += loss * n;
       sums[1] += n;
     }
-  sum_host(sums, 2, m.groups.world());
+  m.coll.sum_host(sums, 2, m.groups.world());
   return sums[1] > 0 ? sums[0] / sums[1] : 0.0;
 }
 
@@ -577,10 +570,7 @@ std::vector<double> Engine::gather_bucket(int bucket) {
   std::vector<double> all(m.shard[ub].padded());
   const std::vector<double> mine = master_shard_f64(bucket);
   std::copy(mine.begin(), mine.end(), all.begin() + static_cast<std::ptrdiff_t>(m.shard[ub].begin(m.q)));
-  if (m.p > 1)
-    MICS_CHECK_MPI(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, all.data(),
-                                 static_cast<int>(m.chunk(bucket)), MPI_DOUBLE,
-                                 m.groups.partition().comm()));
+  m.coll.all_gather_host(all.data(), m.chunk(bucket), m.groups.partition());
   all.resize(m.layout.buckets[ub].count);
   return all;
 }

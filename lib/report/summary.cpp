@@ -85,12 +85,13 @@ std::string format_summary(const RunSummary& s) {
   if (s.peak_bytes_per_rank)
     out += "  peak device memory per rank: " + format_bytes(s.peak_bytes_per_rank) + "\n";
   for (const auto& g : s.groups) {
+    if (g.size == 1 || (g.calls == 0 && g.bytes == 0 && g.ms == 0.0 && g.exposed_ms == 0.0)) continue;
     out += "  group " + g.group;
     if (g.size > 0) out += sprintf(" (%d ranks)", g.size);
     const double per_step = s.steps > 0 ? static_cast<double>(g.bytes) / static_cast<double>(s.steps) : 0.0;
     out += ": " + format_bytes(g.bytes) + " sent per rank (" +
            format_bytes(static_cast<std::uint64_t>(std::llround(per_step))) + "/step), " +
-           sprintf("%.1f ms in collectives, %.1f ms exposed\n", g.ms, g.exposed_ms);
+           sprintf("busy %.1f ms, compute waited %.1f ms\n", g.ms, g.exposed_ms);
   }
   if (!s.flops_formula.empty()) out += "  " + s.flops_formula + "\n";
   return out;

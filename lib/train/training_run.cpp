@@ -325,7 +325,7 @@ int run_training(const RunOptions& o) {
   report::SummaryAccumulator summary;
   std::vector<comm::GroupCounters> before;
   std::vector<report::GroupTraffic> traffic;
-  for (comm::Group* gr : groups.groups()) traffic.push_back({gr->name(), gr->size(), 0, 0.0, 0.0});
+  for (comm::Group* gr : groups.groups()) traffic.push_back({gr->name(), gr->size(), 0, 0.0, 0.0, 0});
 
   while (eng.step() < tc.steps) {
     before.clear();
@@ -347,10 +347,10 @@ int run_training(const RunOptions& o) {
       const auto& now = gr->counters();
       report::GroupComm gc;
       gc.group = gr->name();
-      gc.ms = (now.seconds - before[i].seconds) * 1e3;
-      gc.bytes = now.bytes - before[i].bytes;
-      if (gc.group == "partition") gc.exposed_ms = (r.exposed.gather + r.exposed.reduce) * 1e3;
-      if (gc.group == "replication") gc.exposed_ms = r.exposed.sync * 1e3;
+      gc.ms = (now.seconds - before[i].seconds) * 1e3;  // busy time, from the counters
+      gc.bytes = now.bytes - before[i].bytes;           // handed to the transport
+      gc.exposed_ms = (now.exposed_seconds - before[i].exposed_seconds) * 1e3;
+      traffic[i].calls += now.calls - before[i].calls;
       traffic[i].bytes += gc.bytes;
       traffic[i].ms += gc.ms;
       traffic[i].exposed_ms += gc.exposed_ms;

@@ -3,6 +3,8 @@
 // partition collectives on emulated multi-node layouts; counters; overlapping requests.
 #include <boost/test/unit_test.hpp>
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <cmath>
 #include <random>
 #include <string>
@@ -192,7 +194,7 @@ BOOST_AUTO_TEST_CASE(hierarchical_reduce_scatter_equals_flat_within_rounding) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(counters_follow_the_ring_model) {
+BOOST_AUTO_TEST_CASE(counters_count_the_ring_volumes_sent) {
   MpiCollectives coll;
   const std::size_t c = 64, es = 4;
   for (auto [g, p] : spanning_layouts()) {
@@ -200,15 +202,21 @@ BOOST_AUTO_TEST_CASE(counters_follow_the_ring_model) {
     const auto k = static_cast<std::uint64_t>(p / g), gg = static_cast<std::uint64_t>(g),
                pp = static_cast<std::uint64_t>(p);
     std::vector<float> buf(static_cast<std::size_t>(p) * c, 1.0f), out(c);
+    const double w0 = MPI_Wtime();
     coll.gather_partition(buf.data(), c, DType::f32, pg, false).wait();
+    const double wall = MPI_Wtime() - w0;
     BOOST_CHECK_EQUAL(pg.partition().counters().calls, 1u);
+    BOOST_CHECK_EQUAL(pg.partition().counters().sends, pp - 1);
     BOOST_CHECK_EQUAL(pg.partition().counters().bytes, (pp - 1) * c * es);
     BOOST_CHECK_EQUAL(pg.partition().counters().message_bytes, pp * c * es);
     BOOST_CHECK_GT(pg.partition().counters().seconds, 0.0);
+    BOOST_CHECK_LE(pg.partition().counters().seconds, wall);
+    BOOST_CHECK_LE(pg.partition().counters().exposed_seconds, wall);
 
     pg.reset_counters();
     coll.gather_partition(buf.data(), c, DType::f32, pg, true).wait();
     BOOST_CHECK_EQUAL(pg.partition().counters().calls, 0u);
+    BOOST_CHECK_EQUAL(pg.partition().counters().exposed_seconds, 0.0);
     BOOST_CHECK_EQUAL(pg.inter().counters().calls, 1u);
     BOOST_CHECK_EQUAL(pg.intra().counters().calls, 1u);
     // Per rank: (k-1)c on inter, (g-1)kc on intra; per node g(k-1)c = (p-g)/p of the message.
@@ -221,13 +229,53 @@ BOOST_AUTO_TEST_CASE(counters_follow_the_ring_model) {
     BOOST_CHECK_EQUAL(pg.inter().counters().bytes, (k - 1) * c * es);
     BOOST_CHECK_EQUAL(pg.intra().counters().bytes, (gg - 1) * k * c * es);
 
+    // A large all-reduce runs the ring: 2(n-1)/n of the message; a small one on 2^m ranks
+    // recursive doubling: m times the message.
+    pg.reset_counters();
+    const auto W = static_cast<std::uint64_t>(world_size());
+    std::vector<float> big(W * 16384, 1.0f);
+    coll.all_reduce(big.data(), big.size(), DType::f32, pg.world()).wait();
+    BOOST_CHECK_EQUAL(pg.world().counters().bytes, 2 * (W - 1) * big.size() * es / W);
+    BOOST_CHECK_EQUAL(MpiCollectives::all_reduce_algorithm(big.size(), DType::f32, pg.world()), "ring");
     pg.reset_counters();
     coll.all_reduce(buf.data(), c, DType::f32, pg.world()).wait();
-    const auto W = static_cast<std::uint64_t>(world_size());
-    BOOST_CHECK_EQUAL(pg.world().counters().bytes, 2 * (W - 1) * c * es / W);
+    if ((W & (W - 1)) == 0) {
+      std::uint64_t m = 0;
+      for (std::uint64_t v = 1; v < W; v <<= 1) ++m;
+      BOOST_CHECK_EQUAL(pg.world().counters().bytes, m * c * es);
+    }
     coll.barrier(pg.world());
     BOOST_CHECK_EQUAL(pg.world().counters().calls, 2u);
   }
+}
+
+BOOST_AUTO_TEST_CASE(flat_rings_run_in_world_rank_order) {
+  // The partition communicator's order is the zero-copy q = j*k + i, which alternates
+  // nodes; the ring must follow world ranks (node order) instead.
+  for (auto [g, p] : spanning_layouts()) {
+    ProcessGroups pg = make_process_groups(MPI_COMM_WORLD, g, p, true);
+    for (Group* grp : pg.groups()) {
+      const auto& ring = grp->ring();
+      BOOST_REQUIRE_EQUAL(ring.size(), static_cast<std::size_t>(grp->size()));
+      for (std::size_t i = 1; i < ring.size(); ++i)
+        BOOST_CHECK_LT(grp->world_rank_of(ring[i - 1]), grp->world_rank_of(ring[i]));
+      BOOST_CHECK_EQUAL(ring[static_cast<std::size_t>(grp->ring_position())], grp->rank());
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(groups_of_one_rank_gather_nothing_and_copy_the_reduce_scatter) {
+  MpiCollectives coll;
+  MPI_Comm self = MPI_COMM_NULL;
+  MPI_Comm_dup(MPI_COMM_SELF, &self);
+  Group one(self, "self");
+  std::vector<double> buf{1.5, 2.5, 3.5}, out(3, 0.0);
+  Request a = coll.all_gather(buf.data(), 3, DType::f64, one);
+  BOOST_CHECK(a.done());
+  Request r = coll.reduce_scatter(buf.data(), out.data(), 3, DType::f64, one);
+  BOOST_CHECK(r.done());
+  BOOST_CHECK(out == buf);
+  BOOST_CHECK_EQUAL(one.counters().bytes, 0u);
 }
 
 BOOST_AUTO_TEST_CASE(overlapping_requests_complete_in_any_wait_order) {
@@ -352,5 +400,43 @@ BOOST_AUTO_TEST_CASE(random_interleavings_with_rank_dependent_completion_order) 
       }
     }
     BOOST_TEST_CONTEXT(pg.plan().describe()) { BOOST_CHECK_EQUAL(wrong, 0); }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(operations_progress_while_the_caller_computes) {
+  // With the progress thread, an operation completes while the caller makes no MPI call
+  // at all (here: sleeps, as compute would run); test() then only reads a flag. Several
+  // operations in flight at once count once in the group's busy time.
+  MpiCollectives coll;
+  if (!coll.progress_thread()) {
+    BOOST_TEST_MESSAGE("no progress thread at this MPI thread level; nothing to check");
+    return;
+  }
+  MPI_Comm dup = MPI_COMM_NULL;
+  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
+  Group world(dup, "world");
+  const auto W = static_cast<std::size_t>(world_size());
+  std::vector<std::vector<float>> bufs(4, std::vector<float>(W * 65536, 1.0f));
+  MPI_Barrier(MPI_COMM_WORLD);
+  const double t0 = MPI_Wtime();
+  std::vector<Request> reqs;
+  for (auto& b : bufs) reqs.push_back(coll.all_reduce(b.data(), b.size(), DType::f32, world));
+  bool finished_alone = false;
+  for (int i = 0; i < 600 && !finished_alone; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    finished_alone = true;
+    for (auto& r : reqs) finished_alone = r.test() && finished_alone;  // test() only reads a flag here
+  }
+  for (auto& r : reqs) r.wait();
+  const double wall = MPI_Wtime() - t0;
+  BOOST_CHECK(all_ranks(MPI_COMM_WORLD, finished_alone));
+  long wrong = 0;
+  for (auto& b : bufs)
+    for (float v : b) wrong += v != static_cast<float>(W);
+  BOOST_CHECK_EQUAL(wrong, 0);
+  if (W > 1) {
+    BOOST_CHECK_GT(world.counters().seconds, 0.0);
+    BOOST_CHECK_LE(world.counters().seconds, wall);
+    BOOST_CHECK_EQUAL(world.counters().calls, 4u);
   }
 }

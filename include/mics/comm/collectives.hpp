@@ -16,6 +16,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "mics/comm/dtype.hpp"
 #include "mics/comm/group.hpp"
@@ -24,12 +25,15 @@
 namespace mics::comm {
 
 namespace detail {
-// One operation in flight, as a backend sees it.
+// One operation in flight, as a backend sees it. describe() says what it is and, when
+// known, which peer it waits for (for a wait that does not end); it must not block, since
+// a watchdog thread may call it.
 class PendingOp {
 public:
   virtual ~PendingOp() = default;
   virtual bool test() = 0;  // true once complete; counters are recorded then
   virtual void wait() = 0;
+  virtual std::string describe() const { return "a collective"; }
 };
 }  // namespace detail
 
@@ -49,6 +53,8 @@ public:
   bool done() const noexcept { return !op_; }
   bool test();  // true when complete (then done() too)
   void wait();
+  // The operation in flight (null once complete), for backends that compose their own.
+  detail::PendingOp* pending() const noexcept { return op_.get(); }
 
 private:
   std::unique_ptr<detail::PendingOp> op_;
@@ -75,6 +81,12 @@ public:
   virtual Request broadcast(void* buf, std::size_t count, DType dt, int root, Group& group) = 0;
   virtual void barrier(Group& group) = 0;
 
+  // Host scalars (loss sums, norms, token counts, checkpoint assembly) on every backend:
+  // in host memory, over the group's MPI communicator, blocking, counted on the group.
+  // The MPI backend runs its own collectives; the device backends plain MPI calls.
+  virtual void sum_host(double* values, std::size_t n, Group& group);
+  virtual void all_gather_host(double* buf, std::size_t chunk_count, Group& group);
+
   // Over the partition group (chunk q = partition rank). With hierarchical = true and a
   // group spanning nodes, the two-step zero-copy algorithms of mics-design.md section 3:
   //   all-gather:      inter all-gather into block [j*k*c, (j+1)*k*c), then intra
@@ -97,6 +109,12 @@ protected:
   // a backend that sets up per-group state collectively (NCCL) must do it here, while
   // every rank is at the same call, not later when each rank starts step 2 on its own.
   virtual void prepare(Group& group) { (void)group; }
+  // How a two-step collective's second step follows its first. The default is chain();
+  // a backend that progresses on its own thread (MPI) starts step 2 there instead, as
+  // soon as step 1 completes, so that it does not wait for the caller's next test().
+  virtual Request then(Request step1, std::function<Request()> step2, std::shared_ptr<void> keep) {
+    return chain(std::move(step1), std::move(step2), std::move(keep));
+  }
 
 private:
   struct Chain;

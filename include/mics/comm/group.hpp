@@ -7,26 +7,40 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace mics::comm {
 
-// What one rank did on one group. Recorded when an operation completes.
-//   calls          collectives completed on this group (a barrier counts, moves 0 bytes)
-//   bytes          bytes this rank sends under the ring algorithm: (n-1)/n of the full
-//                  message for all-gather, reduce-scatter and broadcast, 2(n-1)/n for
-//                  all-reduce (n = group size). This is the model the bandwidth figures
-//                  use (mics-design.md section 7), not what a given MPI happens to do.
-//   message_bytes  the full message: the gathered buffer (all-gather), the input buffer
-//                  (reduce-scatter), the buffer (all-reduce, broadcast).
-//   seconds        summed time from each operation's start to the moment this rank saw
-//                  it complete (so a late wait() inflates it; blocking use is exact).
+namespace detail {
+struct Traffic;  // lib/comm/traffic.hpp: the counters and what guards them
+}
+
+// What one rank did on one group.
+//   calls           collectives completed on this group (a barrier counts, moves 0 bytes)
+//   sends           point-to-point sends this rank handed to the transport (MPI backend:
+//                   each MPI_Isend its ring algorithms posted)
+//   bytes           bytes this rank handed to the transport. MPI backend: counted at each
+//                   MPI_Isend, so it is what was sent (a ring all-gather or reduce-scatter
+//                   sends (n-1)/n of the full message, a ring all-reduce 2(n-1)/n; a
+//                   small recursive-doubling all-reduce log2(n) times the message). NCCL
+//                   backend: the ring model of those volumes (NCCL hides its transfers).
+//   message_bytes   the full message: the gathered buffer (all-gather), the input buffer
+//                   (reduce-scatter), the buffer (all-reduce, broadcast).
+//   seconds         busy time: the union of the intervals during which an operation of
+//                   this group (or its twin) was in flight, from its start to its actual
+//                   completion (seen by the progress thread, not by a late wait()); never
+//                   more than wall time.
+//   exposed_seconds time callers spent blocked in wait() (or test()) on this group's
+//                   operations: compute that waited for communication.
 // A hierarchical partition collective is recorded on the inter and intra groups, one call
 // on each, and not on the partition group.
 struct GroupCounters {
   std::uint64_t calls = 0;
+  std::uint64_t sends = 0;
   std::uint64_t bytes = 0;
   std::uint64_t message_bytes = 0;
   double seconds = 0.0;
+  double exposed_seconds = 0.0;
 };
 
 class Group {
@@ -47,11 +61,26 @@ public:
   int size() const noexcept { return size_; }
   const std::string& name() const noexcept { return name_; }
 
-  const GroupCounters& counters() const noexcept { return *counters_; }
-  void reset_counters() noexcept { *counters_ = GroupCounters{}; }
-  // Shared with pending operations, which record into it when they complete, and with
-  // the twin, so that the counters survive a move of the Group.
-  const std::shared_ptr<GroupCounters>& shared_counters() const noexcept { return counters_; }
+  // The ring the MPI backend runs: group ranks ordered by world rank, i.e. node order
+  // (the plan puts node n at world ranks [n*g, (n+1)*g)), whatever order the ranks have
+  // in the communicator. ring_position() is this rank's index in it.
+  const std::vector<int>& ring() const noexcept { return ring_; }
+  int ring_position() const noexcept { return ring_pos_; }
+  // World rank of group rank r (for messages that name a peer).
+  int world_rank_of(int r) const { return world_of_.at(static_cast<std::size_t>(r)); }
+
+  // A snapshot, safe while operations are in flight.
+  GroupCounters counters() const;
+  void reset_counters();
+  // Shared with pending operations, which record into it, and with the twin, so that the
+  // counters survive a move of the Group.
+  std::shared_ptr<GroupCounters> shared_counters() const;
+  const std::shared_ptr<detail::Traffic>& traffic() const noexcept { return traffic_; }
+
+  // The tag of the next point-to-point collective on this communicator. Every rank issues
+  // the same operations in the same order, so they agree on it; distinct tags keep
+  // operations in flight together from matching each other's messages.
+  int next_tag() noexcept;
 
   // A second communicator over the same ranks, in the same rank order, sharing these
   // counters. The hierarchical collectives start their second step on it, at a moment
@@ -63,11 +92,15 @@ public:
   Group& twin();
 
 private:
+  void find_ring();
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 0;
   std::string name_;
-  std::shared_ptr<GroupCounters> counters_ = std::make_shared<GroupCounters>();
+  std::vector<int> ring_, world_of_;
+  int ring_pos_ = 0;
+  int tag_ = 0;
+  std::shared_ptr<detail::Traffic> traffic_;
   std::unique_ptr<Group> twin_;
 };
 

@@ -15,7 +15,7 @@
 //
 // The engine talks to the model only through its bucket-by-bucket calls, to the device
 // only through device::Backend and to other ranks only through comm::Collectives (device
-// buffers) and, for host scalars, MPI on the groups' communicators.
+// buffers, and host scalars through its sum_host/all_gather_host).
 #include <cstdint>
 #include <memory>
 #include <vector>

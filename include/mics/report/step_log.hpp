@@ -10,9 +10,10 @@ namespace mics::report {
 // One communication group's traffic during one step, as measured on this rank.
 struct GroupComm {
   std::string group;          // "partition", "replication", "inter", "intra", "world", ...
-  double ms = 0.0;            // time inside its collectives (overlapped or not)
-  double exposed_ms = 0.0;    // time compute waited for them
-  std::uint64_t bytes = 0;    // bytes this rank sent through them
+  double ms = 0.0;            // busy time: union of the intervals with one of its
+                              // collectives in flight (overlapping ones count once)
+  double exposed_ms = 0.0;    // time the caller (compute) was blocked waiting for them
+  std::uint64_t bytes = 0;    // bytes this rank handed to the transport on this group
 };
 
 struct StepRecord {

@@ -12,9 +12,10 @@ namespace mics::report {
 struct GroupTraffic {
   std::string group;
   int size = 0;                   // ranks in the group (0: unknown)
-  std::uint64_t bytes = 0;        // bytes this rank sent through the group, whole run
-  double ms = 0.0;                // time in its collectives, whole run
-  double exposed_ms = 0.0;        // of which compute waited, whole run
+  std::uint64_t bytes = 0;        // bytes this rank handed to the transport on it, whole run
+  double ms = 0.0;                // busy time (union of its collectives' intervals), whole run
+  double exposed_ms = 0.0;        // time compute was blocked waiting for them, whole run
+  std::uint64_t calls = 0;        // collectives completed on it (0: unknown, or none)
 };
 
 struct RunSummary {
@@ -46,7 +47,8 @@ private:
   std::vector<StepRecord> steps_;
 };
 
-// Several lines, each "name: value", ending in a newline.
+// Several lines, each "name: value", ending in a newline. Groups of one rank, and groups
+// that carried nothing (no calls, bytes or time), are left out.
 std::string format_summary(const RunSummary& s);
 
 // Binary units with three significant digits: "512 B", "1.50 KiB", "3.25 GiB".

@@ -1,137 +1,134 @@
 #include "mics/comm/mpi_collectives.hpp"
 
-#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
-#include "../traffic.hpp"
 #include "mics/core/check.hpp"
 #include "mics/core/error.hpp"
+#include "progress.hpp"
+#include "schedules.hpp"
 
 namespace mics::comm {
 namespace {
-
-using detail::Pattern;
-
-MPI_Datatype mpi_type(DType dt) {
-  switch (dt) {
-    case DType::f32: return MPI_FLOAT;
-    case DType::f64: return MPI_DOUBLE;
-    case DType::bf16: return MPI_UINT16_T;  // raw bits; sums go through bf16_sum
-  }
-  return MPI_DATATYPE_NULL;
-}
-
-int mpi_count(std::size_t count, const char* what) {
-  if (count > static_cast<std::size_t>(INT_MAX))
-    throw Error(std::string(what) + ": " + std::to_string(count) +
-                " elements exceed MPI's int count limit (2^31-1); split the message");
-  return static_cast<int>(count);
-}
 
 void check_group(const Group& g, const char* what) {
   MICS_ASSERT(g.valid(), std::string(what) + " on group '" + g.name() + "' without a communicator");
 }
 
-// bf16 sum: widen both operands to f32, add, round to nearest even.
-void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
-  const auto* a = static_cast<const std::uint16_t*>(in);
-  auto* b = static_cast<std::uint16_t*>(inout);
-  for (int i = 0; i < *len; ++i) {
-    const float s = mics::device::bf16_to_float({a[i]}) + mics::device::bf16_to_float({b[i]});
-    b[i] = mics::device::float_to_bf16(s).bits;
-  }
+bool thread_multiple() {
+  int provided = MPI_THREAD_SINGLE;
+  MICS_CHECK_MPI(MPI_Query_thread(&provided));
+  return provided == MPI_THREAD_MULTIPLE;
 }
 
-class MpiOp final : public detail::PendingOp {
-public:
-  MpiOp(MPI_Request req, const Group& g, std::uint64_t bytes, std::uint64_t message, double t0)
-      : req_(req), counters_(g.shared_counters()), bytes_(bytes), message_(message), t0_(t0) {}
-  bool test() override {
-    int flag = 0;
-    MICS_CHECK_MPI(MPI_Test(&req_, &flag, MPI_STATUS_IGNORE));
-    if (flag) finish();
-    return flag != 0;
-  }
-  void wait() override {
-    MICS_CHECK_MPI(MPI_Wait(&req_, MPI_STATUS_IGNORE));
-    finish();
-  }
-
-private:
-  void finish() { detail::record(*counters_, bytes_, message_, MPI_Wtime() - t0_); }
-  MPI_Request req_;
-  std::shared_ptr<GroupCounters> counters_;
-  std::uint64_t bytes_, message_;
-  double t0_;
-};
-
-Request make_request(MPI_Request req, const Group& g, Pattern pattern, std::uint64_t message, double t0) {
-  return Request(std::make_unique<MpiOp>(req, g, detail::ring_bytes(pattern, g.size(), message), message, t0));
+std::shared_ptr<mpi::P2POp> new_op(const char* what, Group& g, std::uint64_t message) {
+  auto op = std::make_shared<mpi::P2POp>();
+  op->what = std::string(what) + " on group '" + g.name() + "' (" + std::to_string(g.size()) + " ranks)";
+  op->comm = g.comm();
+  op->tag = g.next_tag();
+  op->world_of.reserve(static_cast<std::size_t>(g.size()));
+  for (int r = 0; r < g.size(); ++r) op->world_of.push_back(g.world_rank_of(r));
+  op->traffic = g.traffic();
+  op->message = message;
+  return op;
 }
 
 }  // namespace
 
-MpiCollectives::MpiCollectives() {
-  MICS_CHECK_MPI(MPI_Op_create(&bf16_sum, 1, &bf16_sum_));
-}
+MpiCollectives::MpiCollectives() : progress_(std::make_unique<mpi::Progress>(thread_multiple())) {}
 
-MpiCollectives::~MpiCollectives() {
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (!finalized && bf16_sum_ != MPI_OP_NULL) MPI_Op_free(&bf16_sum_);
+MpiCollectives::~MpiCollectives() = default;
+
+bool MpiCollectives::progress_thread() const noexcept { return progress_->threaded(); }
+
+// Groups of one rank: nothing to send (reduce-scatter copies send to recv at once), so
+// the request is already complete; the call is still counted.
+static Request issue(mpi::Progress& progress, const std::shared_ptr<mpi::P2POp>& op, Group& g) {
+  if (g.size() == 1) {
+    for (auto& r : op->rounds)
+      if (r.after) r.after();
+    detail::count_call(*op->traffic, op->message);
+    return Request();
+  }
+  progress.submit(op);
+  return Request(std::make_unique<mpi::MpiOp>(progress, op));
 }
 
 Request MpiCollectives::all_gather(void* buf, std::size_t chunk_count, DType dt, Group& group) {
   check_group(group, "all_gather");
-  const int n = mpi_count(chunk_count, "all_gather");
-  const std::uint64_t message = chunk_count * dtype_size(dt) * static_cast<std::uint64_t>(group.size());
-  const double t0 = MPI_Wtime();
-  MPI_Request req = MPI_REQUEST_NULL;
-  MICS_CHECK_MPI(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, n, mpi_type(dt), group.comm(), &req));
-  return make_request(req, group, Pattern::gather_or_scatter, message, t0);
+  const std::size_t cb = chunk_count * dtype_size(dt);
+  auto op = new_op("all_gather", group, cb * static_cast<std::uint64_t>(group.size()));
+  mpi::schedule_all_gather(*op, mpi::ring_of(group), buf, cb);
+  return issue(*progress_, op, group);
 }
 
 Request MpiCollectives::reduce_scatter(const void* send, void* recv, std::size_t chunk_count, DType dt,
                                        Group& group) {
   check_group(group, "reduce_scatter");
   MICS_ASSERT(send != recv, "reduce_scatter needs distinct send and recv buffers");
-  const int n = mpi_count(chunk_count, "reduce_scatter");
-  const std::uint64_t message = chunk_count * dtype_size(dt) * static_cast<std::uint64_t>(group.size());
-  const double t0 = MPI_Wtime();
-  MPI_Request req = MPI_REQUEST_NULL;
-  MICS_CHECK_MPI(MPI_Ireduce_scatter_block(send, recv, n, mpi_type(dt),
-                                           dt == DType::bf16 ? bf16_sum_ : MPI_SUM, group.comm(), &req));
-  return make_request(req, group, Pattern::gather_or_scatter, message, t0);
+  const std::size_t cb = chunk_count * dtype_size(dt);
+  auto op = new_op("reduce_scatter", group, cb * static_cast<std::uint64_t>(group.size()));
+  mpi::schedule_reduce_scatter(*op, mpi::ring_of(group), send, recv, chunk_count, dt);
+  return issue(*progress_, op, group);
 }
 
 Request MpiCollectives::all_reduce(void* buf, std::size_t count, DType dt, Group& group) {
   check_group(group, "all_reduce");
-  const int n = mpi_count(count, "all_reduce");
-  const double t0 = MPI_Wtime();
-  MPI_Request req = MPI_REQUEST_NULL;
-  MICS_CHECK_MPI(MPI_Iallreduce(MPI_IN_PLACE, buf, n, mpi_type(dt), dt == DType::bf16 ? bf16_sum_ : MPI_SUM,
-                                group.comm(), &req));
-  return make_request(req, group, Pattern::all_reduce, count * dtype_size(dt), t0);
+  auto op = new_op("all_reduce", group, count * dtype_size(dt));
+  if (count > 0) mpi::schedule_all_reduce(*op, mpi::ring_of(group), buf, count, dt);
+  return issue(*progress_, op, group);
 }
 
 Request MpiCollectives::broadcast(void* buf, std::size_t count, DType dt, int root, Group& group) {
   check_group(group, "broadcast");
   MICS_ASSERT(root >= 0 && root < group.size(), "broadcast root outside the group");
-  const int n = mpi_count(count, "broadcast");
-  const double t0 = MPI_Wtime();
-  MPI_Request req = MPI_REQUEST_NULL;
-  MICS_CHECK_MPI(MPI_Ibcast(buf, n, mpi_type(dt), root, group.comm(), &req));
-  return make_request(req, group, Pattern::broadcast, count * dtype_size(dt), t0);
+  auto op = new_op("broadcast", group, count * dtype_size(dt));
+  if (count > 0) mpi::schedule_broadcast(*op, mpi::ring_of(group), buf, count * dtype_size(dt), root);
+  return issue(*progress_, op, group);
 }
 
+const char* MpiCollectives::all_reduce_algorithm(std::size_t count, DType dt, const Group& group) {
+  const int n = group.size();
+  if (n <= 1) return "none";
+  const bool pow2 = (n & (n - 1)) == 0;
+  return pow2 && count * dtype_size(dt) <= mpi::kSmallAllReduceBytes ? "recursive_doubling" : "ring";
+}
+
+// MPI's own barrier on the caller's thread (MPI_THREAD_MULTIPLE allows it beside the
+// progress thread's messages; collectives and point-to-point never match each other).
 void MpiCollectives::barrier(Group& group) {
   check_group(group, "barrier");
   const double t0 = MPI_Wtime();
+  detail::begin_busy(*group.traffic(), t0);
   MICS_CHECK_MPI(MPI_Barrier(group.comm()));
-  detail::record(*group.shared_counters(), 0, 0, MPI_Wtime() - t0);
+  const double t1 = MPI_Wtime();
+  detail::end_busy(*group.traffic(), t1);
+  detail::count_call(*group.traffic(), 0);
+  detail::count_exposed(*group.traffic(), t1 - t0);
+}
+
+void MpiCollectives::sum_host(double* values, std::size_t n, Group& group) {
+  if (group.size() <= 1 || n == 0) return;
+  all_reduce(values, n, DType::f64, group).wait();
+}
+
+void MpiCollectives::all_gather_host(double* buf, std::size_t chunk_count, Group& group) {
+  if (group.size() <= 1 || chunk_count == 0) return;
+  all_gather(buf, chunk_count, DType::f64, group).wait();
+}
+
+Request MpiCollectives::then(Request step1, std::function<Request()> step2, std::shared_ptr<void> keep) {
+  auto c = std::make_shared<mpi::Chain>();
+  c->first = mpi::op_of(step1);
+  c->what = c->first ? c->first->what.substr(0, c->first->what.find(' ')) + " (two-step, hierarchical)"
+                     : std::string("a two-step collective");
+  c->step1 = std::move(step1);
+  c->start2 = std::move(step2);
+  c->keep = std::move(keep);
+  progress_->submit(c);
+  return Request(std::make_unique<mpi::ChainOp>(*progress_, std::move(c)));
 }
 
 std::shared_ptr<void> MpiCollectives::allocate_temp(std::size_t bytes) {

@@ -1,0 +1,159 @@
+#include "schedules.hpp"
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "mics/core/error.hpp"
+#include "mics/device/dtype.hpp"
+
+namespace mics::comm::mpi {
+namespace {
+
+char* at_byte(void* p, std::size_t off) { return static_cast<char*>(p) + off; }
+char* at_byte(const void* p, std::size_t off) {
+  // Sends only read; MPI_Isend takes a const buffer, Message keeps one pointer type.
+  return const_cast<char*>(static_cast<const char*>(p)) + off;
+}
+
+std::shared_ptr<void> scratch(std::size_t bytes) {
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+  if (p == nullptr) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes of scratch");
+  return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+}
+
+Message send_to(int peer, void* buf, std::size_t bytes) { return {true, buf, bytes, peer}; }
+Message recv_from(int peer, void* buf, std::size_t bytes) { return {false, buf, bytes, peer}; }
+
+// Block b (by ring position) of `count` elements split over n: sizes differ by at most 1.
+std::size_t block_begin(std::size_t count, int n, long long b) {
+  const auto un = static_cast<std::size_t>(n), ub = static_cast<std::size_t>(b);
+  return ub * (count / un) + std::min(ub, count % un);
+}
+std::size_t block_size(std::size_t count, int n, long long b) {
+  return block_begin(count, n, b + 1) - block_begin(count, n, b);
+}
+long long wrap(long long x, int n) { return ((x % n) + n) % n; }
+
+bool power_of_two(int n) { return n > 0 && (n & (n - 1)) == 0; }
+
+}  // namespace
+
+Ring ring_of(const Group& g) { return Ring{g.size(), g.ring_position(), &g.ring()}; }
+
+void sum_into(void* dst, const void* src, std::size_t count, DType dt) {
+  switch (dt) {
+    case DType::f32: {
+      auto* d = static_cast<float*>(dst);
+      const auto* s = static_cast<const float*>(src);
+      for (std::size_t i = 0; i < count; ++i) d[i] = d[i] + s[i];
+      return;
+    }
+    case DType::f64: {
+      auto* d = static_cast<double*>(dst);
+      const auto* s = static_cast<const double*>(src);
+      for (std::size_t i = 0; i < count; ++i) d[i] = d[i] + s[i];
+      return;
+    }
+    case DType::bf16: {
+      auto* d = static_cast<std::uint16_t*>(dst);
+      const auto* s = static_cast<const std::uint16_t*>(src);
+      for (std::size_t i = 0; i < count; ++i)
+        d[i] = device::float_to_bf16(device::bf16_to_float({d[i]}) + device::bf16_to_float({s[i]})).bits;
+      return;
+    }
+  }
+}
+
+// Round s: pass on the chunk received in round s-1 (first our own), receive the next.
+void schedule_all_gather(P2POp& op, const Ring& r, void* buf, std::size_t cb) {
+  op.algorithm = "ring";
+  for (int s = 0; s + 1 < r.n; ++s) {
+    const auto out = static_cast<std::size_t>(r.at(r.pos - s));
+    const auto in = static_cast<std::size_t>(r.at(r.pos - s - 1));
+    op.rounds.push_back({{recv_from(r.prev(), at_byte(buf, in * cb), cb),
+                          send_to(r.next(), at_byte(buf, out * cb), cb)}, nullptr});
+  }
+}
+
+// Round s sends the partial sum of chunk at(pos-s-1) (in round 0 our own contribution)
+// and receives that of chunk at(pos-s-2), to which it adds ours. The last round receives
+// our own chunk's partial sum straight into recv.
+void schedule_reduce_scatter(P2POp& op, const Ring& r, const void* send, void* recv, std::size_t c, DType dt) {
+  op.algorithm = "ring";
+  const std::size_t cb = c * dtype_size(dt);
+  if (r.n == 1) {
+    op.rounds.push_back({{}, [=] { std::memcpy(recv, send, cb); }});
+    return;
+  }
+  op.scratch = scratch(2 * cb);
+  char* tmp[2] = {static_cast<char*>(op.scratch.get()), static_cast<char*>(op.scratch.get()) + cb};
+  for (int s = 0; s + 1 < r.n; ++s) {
+    const bool last = s + 2 == r.n;
+    void* out = s == 0 ? at_byte(send, static_cast<std::size_t>(r.at(r.pos - 1)) * cb) : tmp[(s + 1) % 2];
+    void* in = last ? recv : tmp[s % 2];
+    const void* own = at_byte(send, static_cast<std::size_t>(r.at(r.pos - s - 2)) * cb);
+    op.rounds.push_back({{recv_from(r.prev(), in, cb), send_to(r.next(), out, cb)},
+                         [=] { sum_into(in, own, c, dt); }});
+  }
+}
+
+namespace {
+
+void schedule_recursive_doubling(P2POp& op, const Ring& r, void* buf, std::size_t count, DType dt) {
+  op.algorithm = "recursive_doubling";
+  const std::size_t bytes = count * dtype_size(dt);
+  op.scratch = scratch(bytes);
+  void* tmp = op.scratch.get();
+  for (int mask = 1; mask < r.n; mask <<= 1) {
+    const int partner = r.at(r.pos ^ mask);
+    op.rounds.push_back({{recv_from(partner, tmp, bytes), send_to(partner, buf, bytes)},
+                         [=] { sum_into(buf, tmp, count, dt); }});
+  }
+}
+
+}  // namespace
+
+// Blocks by ring position. Reduce-scatter phase: round s sends block pos-s-1 and adds
+// the received partial of block pos-s-2 into place; after n-1 rounds block pos is
+// complete. All-gather phase: round s passes on block pos-s and receives block pos-s-1.
+void schedule_all_reduce(P2POp& op, const Ring& r, void* buf, std::size_t count, DType dt) {
+  if (r.n == 1) return;
+  const std::size_t es = dtype_size(dt);
+  if (power_of_two(r.n) && count * es <= kSmallAllReduceBytes) {
+    schedule_recursive_doubling(op, r, buf, count, dt);
+    return;
+  }
+  op.algorithm = "ring";
+  op.scratch = scratch(block_size(count, r.n, 0) * es);
+  void* tmp = op.scratch.get();
+  auto span = [&](long long b) {
+    const long long w = wrap(b, r.n);
+    return std::make_pair(at_byte(buf, block_begin(count, r.n, w) * es), block_size(count, r.n, w));
+  };
+  for (int s = 0; s + 1 < r.n; ++s) {
+    const auto out = span(r.pos - s - 1), in = span(r.pos - s - 2);
+    void* dst = in.first;
+    const std::size_t n_in = in.second;
+    op.rounds.push_back({{recv_from(r.prev(), tmp, n_in * es), send_to(r.next(), out.first, out.second * es)},
+                         [=] { sum_into(dst, tmp, n_in, dt); }});
+  }
+  for (int s = 0; s + 1 < r.n; ++s) {
+    const auto out = span(r.pos - s), in = span(r.pos - s - 1);
+    op.rounds.push_back({{recv_from(r.prev(), in.first, in.second * es), send_to(r.next(), out.first, out.second * es)},
+                         nullptr});
+  }
+}
+
+// A chain along the ring from the root: receive the whole message, then pass it on.
+void schedule_broadcast(P2POp& op, const Ring& r, void* buf, std::size_t bytes, int root) {
+  op.algorithm = "chain";
+  if (r.n == 1) return;
+  int root_pos = 0;
+  while (r.at(root_pos) != root) ++root_pos;
+  const long long d = wrap(r.pos - root_pos, r.n);
+  if (d > 0) op.rounds.push_back({{recv_from(r.prev(), buf, bytes)}, nullptr});
+  if (d + 1 < r.n) op.rounds.push_back({{send_to(r.next(), buf, bytes)}, nullptr});
+}
+
+}  // namespace mics::comm::mpi
