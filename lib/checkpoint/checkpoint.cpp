@@ -438,7 +438,7 @@ std::string save(const std::string& dir, const ShardState& st, const Metadata& m
   std::string err = check_state(st);
   if (err.empty() && keep_last < 0) err = "checkpoint: keep-last " + std::to_string(keep_last) + " must be >= 0";
   if (err.empty() && dir.empty()) err = "checkpoint: the checkpoint directory is empty";
-  agree(st.comm, err);
+  agree_with_root(st.comm, err);
 
   // Rank 0's metadata is the one stored; every rank must pass identical attribute data
   // to HDF5.
@@ -463,7 +463,7 @@ std::string save(const std::string& dir, const ShardState& st, const Metadata& m
     else
       fs::remove(temp, ec);  // left by a save that was killed
   }
-  agree(st.comm, err);
+  agree_with_root(st.comm, err);
 
   const auto refs = tensors_of(*st.layout);
   const Sums sums = shard_sums(st, refs);
@@ -492,7 +492,7 @@ std::string save(const std::string& dir, const ShardState& st, const Metadata& m
     // Nothing half-done stays behind: the temporary file goes with a failed commit.
     if (!err.empty()) ::unlink(temp.c_str());
   }
-  agree(st.comm, err);
+  agree_with_root(st.comm, err);
   return final_path;
 }
 
@@ -544,7 +544,7 @@ std::string resolve(MPI_Comm comm, const std::string& path, const std::string& c
       out = p;
     }
   }
-  agree(comm, err);
+  agree_with_root(comm, err);
   detail::bcast_string(comm, out);
   return out;
 }

@@ -353,7 +353,7 @@ Manifest read_manifest(MPI_Comm comm, const std::string& file) {
       err = file + ": " + e.what();
     }
   }
-  agree(comm, err);
+  agree_with_root(comm, err);
   bcast_string(comm, blob);
   return unpack_manifest(blob);
 }

@@ -17,7 +17,8 @@ std::string host_name() {
   return name;
 }
 
-void agree(MPI_Comm comm, const std::string& local_error) {
+namespace {
+void agree_impl(MPI_Comm comm, const std::string& local_error, bool name_rank) {
   const watchdog::Scope scope("an agreement among the ranks (all-reduce)");
   int rank = 0, comm_size = 0;
   MICS_CHECK_MPI(MPI_Comm_rank(comm, &rank));
@@ -32,7 +33,7 @@ void agree(MPI_Comm comm, const std::string& local_error) {
   MICS_CHECK_MPI(MPI_Allreduce(&failed, &failed_all, 1, MPI_INT, MPI_SUM, comm));
   std::string text = rank == first ? local_error : std::string();
   // A failure of some ranks only is usually about their node: say where it happened.
-  if (rank == first && failed_all < comm_size && comm_size > 1)
+  if (name_rank && rank == first && failed_all < comm_size && comm_size > 1)
     text = "rank " + std::to_string(first) + " (host " + host_name() + "): " + text;
   int len = static_cast<int>(text.size());
   MICS_CHECK_MPI(MPI_Bcast(&len, 1, MPI_INT, first, comm));
@@ -43,6 +44,10 @@ void agree(MPI_Comm comm, const std::string& local_error) {
   MICS_CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &world_size));
   throw AgreedError(text, comm_size == world_size);
 }
+}  // namespace
+
+void agree(MPI_Comm comm, const std::string& local_error) { agree_impl(comm, local_error, true); }
+void agree_with_root(MPI_Comm comm, const std::string& root_error) { agree_impl(comm, root_error, false); }
 
 unsigned agree_flags(MPI_Comm comm, unsigned local_flags, const char* what) {
   const watchdog::Scope scope(what);

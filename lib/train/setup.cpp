@@ -106,9 +106,9 @@ std::unique_ptr<comm::Collectives> make_collectives(const RunOptions& o, device:
 }
 
 // A rank without the validation file would skip evaluation while the others enter its
-// collectives: every rank must have it, or none.
-void open_data(Job& job) {
-  job.data = data::open_data(job.opt.data, static_cast<int>(job.opt.model.vocab));
+// collectives: every rank must have it, or none. Runs after the data stage's agreement,
+// never inside it (a rank that failed to open its data would skip this collective).
+void agree_on_validation_data(Job& job) {
   const unsigned has_val = agree_flags(MPI_COMM_WORLD, job.data.val ? 1u : 0u, "agreeing on validation data");
   std::string problem;
   if (has_val && !job.data.val)
@@ -128,20 +128,28 @@ std::size_t rank_memory(const Job& job) {
   return memory;
 }
 
-void resolve_the_layout(Job& job) {
+// Rank-local part of the layout stage: the size guard and this rank's memory.
+std::size_t local_layout_inputs(const Job& job) {
+  check_model_size(job.opt, job.world, *job.backend);
+  return job.opt.partition_auto ? rank_memory(job) : 0;
+}
+
+// auto follows the smallest memory of any rank, so that every rank picks the same p.
+std::size_t least_memory(std::size_t mine) {
+  unsigned long long m = mine, least = 0;
+  const watchdog::Scope scope("agreeing on the memory per rank");
+  MICS_CHECK_MPI(MPI_Allreduce(&m, &least, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, MPI_COMM_WORLD));
+  return static_cast<std::size_t>(least);
+}
+
+// Pure arithmetic on inputs every rank shares.
+void resolve_the_layout(Job& job, std::size_t least) {
   const RunOptions& o = job.opt;
   const engine::TrainConfig& tc = o.train;
   int g = tc.ranks_per_node;
   if (g == 0) {
     if (job.host.ranks_per_node == 0) throw UsageError(job.host.problem);
     g = job.host.ranks_per_node;
-  }
-  check_model_size(o, job.world, *job.backend);
-  // auto follows the smallest memory of any rank, so that every rank picks the same p.
-  unsigned long long mine = o.partition_auto ? rank_memory(job) : 0, least = 0;
-  {
-    const watchdog::Scope scope("agreeing on the memory per rank");
-    MICS_CHECK_MPI(MPI_Allreduce(&mine, &least, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, MPI_COMM_WORLD));
   }
   layout::LayoutInputs in;
   in.world_size = job.world;
@@ -151,7 +159,7 @@ void resolve_the_layout(Job& job) {
   in.requested_partition = tc.partition_size;
   in.partition_auto = o.partition_auto;
   in.hierarchical = tc.hierarchical;
-  in.min_memory_bytes = static_cast<std::size_t>(least);
+  in.min_memory_bytes = least;
   job.layout = layout::resolve_layout(in, [&](int W, int gn, std::size_t memory) {
     return engine::auto_partition_size(o.model, W, gn, o.compute, memory);
   });
@@ -186,8 +194,12 @@ std::unique_ptr<Job> set_up(const RunOptions& options) {
   j.host = comm::discover_host_topology(MPI_COMM_WORLD);  // collective; its verdict is shared
   run_stage("", [&] { make_backend(j); });
   run_stage("", [&] { j.collectives = make_collectives(j.opt, *j.backend, j.gpu); });
-  run_stage("", [&] { open_data(j); });
-  run_stage("", [&] { resolve_the_layout(j); });
+  run_stage("", [&] { j.data = data::open_data(j.opt.data, static_cast<int>(j.opt.model.vocab)); });
+  agree_on_validation_data(j);
+  std::size_t memory = 0;
+  run_stage("", [&] { memory = local_layout_inputs(j); });
+  const std::size_t least = least_memory(memory);
+  run_stage("", [&] { resolve_the_layout(j, least); });
   run_stage("", [&] { stage_checkpoints(j); });  // resume path, seed, folder ownership
   run_stage("", [&] { j.groups.emplace(comm::make_process_groups(MPI_COMM_WORLD, j.layout->plan())); });
   // Allocating can fail on some ranks only; every rank agrees before the engine's first

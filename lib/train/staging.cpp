@@ -88,6 +88,17 @@ std::string folder_problem(const Job& job) {
          "--overwrite-checkpoints to remove them";
 }
 
+// --overwrite-checkpoints: other runs' checkpoints go, each one named (rank 0).
+void take_over_folder(const Job& job) {
+  const std::string& dir = job.opt.checkpoint_dir;
+  for (const auto& c : checkpoint::list_folder(dir).checkpoints)
+    if (c.run_id != job.run_id && fs::path(dir) / c.file != fs::path(job.resume_path)) {
+      fs::remove(fs::path(dir) / c.file);
+      job.say("mics-train: --overwrite-checkpoints: removed " + dir + "/" + c.file + " (run " +
+              (c.run_id.empty() ? std::string("without an id") : c.run_id) + ")");
+    }
+}
+
 }  // namespace
 
 std::string model_difference(const std::string& stored, const std::string& now) {
@@ -106,17 +117,15 @@ void stage_checkpoints(Job& job) {
   if (job.run_id.empty()) job.run_id = new_run_id();
   bcast(job.run_id);  // rank 0's draw, or the checkpoint's id (the same everywhere)
   if (job.opt.checkpoint_dir.empty()) return;
+  // Rank 0 looks at the folder for everyone; whatever it finds (or throws) is agreed.
   std::string problem;
-  if (job.lead()) problem = folder_problem(job);
-  agree(MPI_COMM_WORLD, problem);
-  if (job.opt.overwrite_checkpoints && job.lead()) {
-    for (const auto& c : checkpoint::list_folder(job.opt.checkpoint_dir).checkpoints)
-      if (c.run_id != job.run_id && fs::path(job.opt.checkpoint_dir) / c.file != fs::path(job.resume_path)) {
-        fs::remove(fs::path(job.opt.checkpoint_dir) / c.file);
-        job.say("mics-train: --overwrite-checkpoints: removed " + job.opt.checkpoint_dir + "/" + c.file +
-                " (run " + (c.run_id.empty() ? std::string("without an id") : c.run_id) + ")");
-      }
-  }
+  if (job.lead()) try {
+      problem = folder_problem(job);
+      if (problem.empty() && job.opt.overwrite_checkpoints) take_over_folder(job);
+    } catch (const std::exception& e) {
+      problem = "--checkpoint-dir " + job.opt.checkpoint_dir + ": " + e.what();
+    }
+  agree_with_root(MPI_COMM_WORLD, problem);
 }
 
 void load_resumed_state(Job& job) {

@@ -17,6 +17,10 @@ namespace mics {
 // local_error empty means this rank succeeded.
 void agree(MPI_Comm comm, const std::string& local_error);
 
+// The same for a check that rank 0 makes on behalf of every rank (a shared file, a
+// directory): its verdict is everyone's, so the message does not name the rank.
+void agree_with_root(MPI_Comm comm, const std::string& root_error);
+
 // Bitwise OR of every rank's flags (one small all-reduce), for decisions that must be
 // taken together: "a stop signal arrived", "this step was not finite".
 unsigned agree_flags(MPI_Comm comm, unsigned local_flags, const char* what);
