@@ -128,11 +128,8 @@ std::size_t rank_memory(const Job& job) {
   return memory;
 }
 
-// Rank-local part of the layout stage: the size guard and this rank's memory.
-std::size_t local_layout_inputs(const Job& job) {
-  check_model_size(job.opt, job.world, *job.backend);
-  return job.opt.partition_auto ? rank_memory(job) : 0;
-}
+// Rank-local part of the layout stage: this rank's memory.
+std::size_t local_layout_inputs(const Job& job) { return job.opt.partition_auto ? rank_memory(job) : 0; }
 
 // auto follows the smallest memory of any rank, so that every rank picks the same p.
 std::size_t least_memory(std::size_t mine) {
@@ -193,6 +190,7 @@ std::unique_ptr<Job> set_up(const RunOptions& options) {
   run_stage("", [&] { engine::accumulation_steps(j.opt.train, j.world); });
   j.host = comm::discover_host_topology(MPI_COMM_WORLD);  // collective; its verdict is shared
   run_stage("", [&] { make_backend(j); });
+  run_stage("", [&] { check_model_size(j.opt, j.world, *j.backend); });  // before anything sized by it
   run_stage("", [&] { j.collectives = make_collectives(j.opt, *j.backend, j.gpu); });
   run_stage("", [&] { j.data = data::open_data(j.opt.data, static_cast<int>(j.opt.model.vocab)); });
   agree_on_validation_data(j);
