@@ -1,7 +1,8 @@
 #pragma once
 // mics-train's set-up, as explicit stages run in this order:
-//   options -> host topology -> backend -> collectives -> data -> layout -> engine ->
-//   checkpoint staging (resume, folder ownership) -> metrics
+//   options -> host topology -> backend -> size guard -> collectives -> data (+ validation
+//   data on all ranks or none) -> layout (+ MIN of the memory) -> checkpoint staging
+//   (resume, run id, folder ownership) -> process groups -> engine -> resume -> metrics
 // Each stage runs on every rank and ends in mics::agree over the world: whatever one rank
 // throws inside a stage (a missing node-local file, a full device, a bad option) becomes
 // the same one-line error on every rank, naming the rank and host when only some failed,
