@@ -43,12 +43,17 @@ ok() { echo "reliability $scenario np$np: ok: $*"; exit 0; }
 MPI=(mpirun -q --bind-to none)
 TINY=(--model "$src/inputs/models/tiny.cfg" --global-batch "$((np * 2))" --seed 7 --log-every 1)
 
+# Seconds (with milliseconds) since a `date +%s%N` stamp, without bc.
+seconds_since() {
+  local ms=$(( ($(date +%s%N) - $1) / 1000000 ))
+  printf '%d.%03d' $((ms / 1000)) $((ms % 1000))
+}
 # run SECONDS CMD...: runs with a time limit, output in $work/out, sets rc and took (s).
 run() {
   local limit=$1; shift
-  local t0; t0=$(date +%s.%N)
+  local t0; t0=$(date +%s%N)
   timeout "$limit" "$@" >"$work/out" 2>&1; rc=$?
-  took=$(echo "$(date +%s.%N) - $t0" | bc)
+  took=$(seconds_since "$t0")
   [ $rc -eq 124 ] && fail "hung (killed after $limit s)"
 }
 expect_line() { grep -Eq -- "$1" "$work/out" || fail "no line matches /$1/"; }
@@ -57,7 +62,7 @@ no_crash() {
     && fail "output shows a crash or an MPI abort"
   return 0
 }
-within() { [ "$(echo "$took < $1" | bc)" = 1 ] || fail "took $took s, more than $1 s"; }
+within() { [ "${took%.*}" -lt "$1" ] || fail "took $took s, more than $1 s"; }
 no_ranks_left() {
   sleep 1
   pgrep -f "^$faults" >/dev/null && { pkill -9 -f "^$faults"; fail "ranks were left running"; }
@@ -186,13 +191,13 @@ stall)
   job=$!
   wait_for_line "^step +1/" "$work/out" 60 || { kill -9 $job; fail "no step 1"; }
   victim=$(rank_pids | sed -n 2p)
-  t0=$(date +%s.%N)
+  t0=$(date +%s%N)
   kill -STOP "$victim"
   wait $job; rc=$?
-  took=$(echo "$(date +%s.%N) - $t0" | bc)
+  took=$(seconds_since "$t0")
   [ $rc -eq 124 ] && { kill -9 "$victim"; fail "hung (killed after 60 s)"; }
   [ $rc -ne 0 ] || fail "exit 0 with a stalled rank"
-  [ "$(echo "$took < 50" | bc)" = 1 ] || fail "took $took s"
+  [ "${took%.*}" -lt 50 ] || fail "took $took s"
   expect_line "^mics-train: error on rank [0-9]+ \(host [^)]+\): no progress for [0-9]+ s in .+; a peer is stalled or gone \(see --comm-timeout\)$"
   no_crash
   gone() { ! kill -0 "$1" 2>/dev/null || grep -Eq '^[0-9]+ \(.*\) Z' /proc/"$1"/stat 2>/dev/null; }
