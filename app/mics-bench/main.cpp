@@ -1,7 +1,7 @@
 // mics-bench: times all-gather, reduce-scatter and all-reduce over the groups of one MiCS
 // layout (partition group flat and hierarchical, replication group, world), in the manner
 // of nccl-tests: a sweep of message sizes, every result checked element by element
-// (#wrong), algbw and busbw per line (mics-design.md section 7), the algorithm each line
+// (#wrong), algbw and busbw per line (docs/DESIGN.md section 7), the algorithm each line
 // ran, and at the end the traffic counters of each group (bytes handed to MPI, counted at
 // every send) next to the ring-volume predictions.
 #include <boost/program_options.hpp>

@@ -4,11 +4,13 @@
 #include "mics/checkpoint/checkpoint.hpp"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +26,7 @@
 #include "mics/core/agree.hpp"
 #include "mics/core/check.hpp"
 #include "mics/core/error.hpp"
+#include "mics/core/watchdog.hpp"
 
 namespace fs = std::filesystem;
 
@@ -52,6 +55,15 @@ std::uint64_t checksum_terms(const float* data, std::size_t n, std::uint64_t fir
 
 namespace {
 using detail::kGroups;
+
+SaveHook& save_hook() {
+  static SaveHook hook;
+  return hook;
+}
+
+void run_hook(const std::string& point, const std::string& path) {
+  if (save_hook()) save_hook()(point, path);
+}
 
 std::string errno_text() { return std::strerror(errno); }
 
@@ -173,6 +185,29 @@ std::string coverage_error(const ShardState& st, const std::vector<TensorRef>& r
   return "";
 }
 
+// A checkpoint must never hold NaN or Inf: the run it would resume is already lost.
+// Checked on the writers' slices, then agreed.
+std::string non_finite_error(const ShardState& st, const std::vector<TensorRef>& refs, std::int64_t step) {
+  std::string local;
+  if (st.writer)
+    for (std::size_t i = 0; i < refs.size() && local.empty(); ++i) {
+      const auto& b = st.layout->buckets[refs[i].bucket];
+      const auto& t = b.tensors[refs[i].tensor];
+      const Slice sl = slice_of(t, model::shard_bucket(b.count, st.partition_size, st.align), st.shard_index);
+      for (int g = 0; g < 3 && local.empty(); ++g) {
+        const float* x = group_span(st.buckets[refs[i].bucket], g).data() + sl.shard_offset;
+        for (std::uint64_t k = 0; k < sl.b - sl.a; ++k)
+          if (!std::isfinite(x[k])) {
+            local = "checkpoint: refusing to save step " + std::to_string(step) + ": " +
+                    detail::dataset_path(g, t.name) + " holds a non-finite value (NaN or Inf); the "
+                    "earlier checkpoints are kept";
+            break;
+          }
+      }
+    }
+  return local;
+}
+
 h5::Id mpio_fapl(MPI_Comm comm) {
   h5::Id fapl = h5::checked(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "creating a property list");
   h5::check(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL), "selecting MPI-IO");
@@ -203,9 +238,7 @@ void transfer(hid_t ds, const model::TensorSpec& t, const Slice& sl, float* shar
   else h5::check(H5Sselect_none(mspace), "selecting nothing");
   if (write) {
     h5::check(H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf), "writing " + path);
-    // Test hook: the collective write reports an error on this rank only (disk full,
-    // say); the others must not hang.
-    if (std::getenv("MICS_CKPT_TEST_FAIL_WRITE")) throw h5::Fault{"injected write failure in " + path};
+    run_hook("dataset-written", path);
   } else {
     h5::check(H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf), "reading " + path);
   }
@@ -220,22 +253,23 @@ template <class F>
 void stage(MPI_Comm comm, const std::string& file, F&& work) {
   std::string err;
   try {
+    // HDF5's collective calls can leave one rank waiting for a peer that failed inside
+    // the library (a flush on a disk that filled up): the watchdog ends such a wait.
+    const watchdog::Scope guard([](const void* f) {
+      return "collective HDF5 I/O on " + *static_cast<const std::string*>(f);
+    }, &file);
     work();
   } catch (const h5::Fault& f) {
     err = file + ": " + f.what;
+  } catch (const std::exception& e) {  // a test's hook, or an allocation
+    err = file + ": " + e.what();
   }
   agree(comm, err);
 }
 
-void write_file(const std::string& temp, const ShardState& st, const Metadata& meta,
-                const std::vector<TensorRef>& refs, const Sums& sums) {
-  h5::Id fapl, f;
-  stage(st.comm, temp, [&] {
-    fapl = mpio_fapl(st.comm);
-    f = h5::checked(H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose, "creating the file");
-  });
-  h5::Id dcpl, dxpl;
-  stage(st.comm, temp, [&] { write_header(f, st, meta, dcpl, dxpl); });
+// One agreed stage per dataset: create it, its attributes, the collective write.
+void write_datasets(const std::string& temp, const ShardState& st, const std::vector<TensorRef>& refs,
+                    const Sums& sums, hid_t f, hid_t dcpl, hid_t dxpl) {
   for (std::size_t i = 0; i < refs.size(); ++i) {
     const auto& b = st.layout->buckets[refs[i].bucket];
     const auto& t = b.tensors[refs[i].tensor];
@@ -255,8 +289,47 @@ void write_file(const std::string& temp, const ShardState& st, const Metadata& m
         ds.close("closing " + path);
       });
   }
+}
+
+void write_stages(const std::string& temp, const ShardState& st, const Metadata& meta,
+                  const std::vector<TensorRef>& refs, const Sums& sums, h5::Id& fapl, h5::Id& f) {
+  stage(st.comm, temp, [&] {
+    fapl = mpio_fapl(st.comm);
+    f = h5::checked(H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose, "creating the file");
+  });
+  h5::Id dcpl, dxpl;
+  stage(st.comm, temp, [&] { write_header(f, st, meta, dcpl, dxpl); });
+  write_datasets(temp, st, refs, sums, f, dcpl, dxpl);
   stage(st.comm, temp, [&] { h5::check(H5Fflush(f, H5F_SCOPE_GLOBAL), "flushing the file"); });
   stage(st.comm, temp, [&] { f.close("closing the file"); });
+}
+
+// After an agreed failure (every rank is here). On a full disk the file's close fails as
+// well, and HDF5 keeps it open and crashes closing it again when MPI finalises (issue 11:
+// rc 139). So room is made first, by emptying the temporary file, and then every file
+// HDF5 still holds is closed (collectively: all ranks run this together).
+void close_after_failure(MPI_Comm comm, const std::string& temp, h5::Id& f) {
+  if (comm_rank(comm) == 0) (void)::truncate(temp.c_str(), 0);
+  MPI_Barrier(comm);
+  f.reset();
+  const ssize_t open = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_FILE);
+  if (open > 0) {
+    std::vector<hid_t> ids(static_cast<std::size_t>(open));
+    const ssize_t n = H5Fget_obj_ids(H5F_OBJ_ALL, H5F_OBJ_FILE, ids.size(), ids.data());
+    for (ssize_t i = 0; i < n; ++i) H5Fclose(ids[static_cast<std::size_t>(i)]);
+  }
+  h5::take_error();
+}
+
+void write_file(const std::string& temp, const ShardState& st, const Metadata& meta,
+                const std::vector<TensorRef>& refs, const Sums& sums) {
+  h5::Id fapl, f;
+  try {
+    write_stages(temp, st, meta, refs, sums, fapl, f);
+  } catch (const Error&) {
+    close_after_failure(st.comm, temp, f);
+    throw;
+  }
 }
 
 void write_header(hid_t f, const ShardState& st, const Metadata& meta, h5::Id& dcpl, h5::Id& dxpl) {
@@ -339,66 +412,90 @@ std::string step_name(std::int64_t step) {
   return buf;
 }
 
-void write_text_atomically(const std::string& dir, const std::string& name, const std::string& text) {
-  const std::string final_path = dir + "/" + name, temp = final_path + ".tmp";
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw h5::Fault{"cannot create " + temp + ": " + errno_text()};
+void write_text(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw h5::Fault{"cannot create " + path + ": " + errno_text()};
   const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  const std::string why = errno_text();
   ::close(fd);
   if (!ok) {
-    ::unlink(temp.c_str());
-    throw h5::Fault{"cannot write " + temp + ": " + errno_text()};
+    ::unlink(path.c_str());
+    throw h5::Fault{"cannot write " + path + ": " + why};
   }
-  if (::rename(temp.c_str(), final_path.c_str()) != 0)
-    throw h5::Fault{"cannot rename " + temp + " to " + final_path + ": " + errno_text()};
+}
+
+std::string run_id_of_meta(const Metadata& m) {
+  const auto it = m.strings.find("run_id");
+  return it == m.strings.end() ? std::string() : it->second;
+}
+
+// Deletes this run's checkpoints beyond the newest keep_last (never `keep`).
+void prune(const std::string& dir, const std::string& keep, int keep_last, const std::string& run_id,
+           std::vector<std::string>* removed) {
+  std::vector<FolderEntry> mine;
+  for (const auto& e : list_folder(dir).checkpoints)
+    if (e.run_id == run_id && e.file != keep) mine.push_back(e);
+  const std::size_t allowed = static_cast<std::size_t>(keep_last - 1);  // the new one counts
+  for (std::size_t i = 0; i + allowed < mine.size(); ++i) {
+    const std::string path = dir + "/" + mine[i].file;
+    if (::unlink(path.c_str()) != 0)
+      throw h5::Fault{"cannot delete old checkpoint " + path + ": " + errno_text()};
+    if (removed) removed->push_back(path);
+  }
   fsync_path(dir, true);
 }
 
 // Rank 0, after the collective write: make the file durable, give it its final name,
 // point `latest` at it, then prune.
 void commit(const std::string& dir, const std::string& temp, const std::string& final_path,
-            int keep_last) {
+            int keep_last, const std::string& run_id, std::vector<std::string>* removed) {
   fsync_path(temp, false);
   if (::access(final_path.c_str(), F_OK) == 0)
     throw h5::Fault{"a checkpoint appeared under this name during the save; refusing to overwrite it"};
-  if (::rename(temp.c_str(), final_path.c_str()) != 0)
-    throw h5::Fault{"cannot rename " + temp + ": " + errno_text()};
-  fsync_path(dir, true);
+  // `latest` is written first under its own temporary name, so that a failure here (a
+  // full disk) leaves both the old `latest` and the old checkpoints as they were.
   const std::string name = fs::path(final_path).filename().string();
-  write_text_atomically(dir, "latest", name + "\n");
-  if (keep_last > 0) {
-    auto all = list_checkpoints(dir);
-    std::size_t excess = all.size() > static_cast<std::size_t>(keep_last) ? all.size() - static_cast<std::size_t>(keep_last) : 0;
-    for (const auto& [step, file] : all) {
-      if (excess == 0) break;
-      if (file == name) continue;  // the one just written always stays
-      if (::unlink((dir + "/" + file).c_str()) != 0)
-        throw h5::Fault{"cannot delete old checkpoint " + dir + "/" + file + ": " + errno_text()};
-      --excess;
-    }
-    fsync_path(dir, true);
+  const std::string pointer = name + "\n" + (run_id.empty() ? "" : "run_id " + run_id + "\n");
+  const std::string latest_temp = dir + "/latest.tmp";
+  write_text(latest_temp, pointer);
+  if (::rename(temp.c_str(), final_path.c_str()) != 0) {
+    ::unlink(latest_temp.c_str());
+    throw h5::Fault{"cannot rename " + temp + ": " + errno_text()};
   }
-}
-
-void pause_for_tests() {
-  if (const char* s = std::getenv("MICS_CKPT_TEST_PAUSE_AFTER_WRITE")) {
-    const double seconds = std::atof(s);
-    if (seconds > 0) {
-      std::fprintf(stderr, "mics checkpoint test hook: data written, pausing %.1f s before rename\n", seconds);
-      std::fflush(stderr);
-      std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-    }
-  }
+  if (::rename(latest_temp.c_str(), (dir + "/latest").c_str()) != 0)
+    throw h5::Fault{"cannot rename " + latest_temp + ": " + errno_text()};
+  fsync_path(dir, true);
+  if (keep_last > 0) prune(dir, name, keep_last, run_id, removed);
 }
 }  // namespace
 
-std::string save(const std::string& dir, const ShardState& st, const Metadata& meta_in, int keep_last) {
+namespace {
+// A disk that fills up inside HDF5's collective writes fails on some ranks only and can
+// leave the others waiting in the library; so the room a checkpoint needs (its data, plus
+// a margin for HDF5's metadata) is checked before the file is created.
+std::string space_problem(const std::string& dir, const model::BucketLayout& layout) {
+  struct statvfs v {};
+  if (::statvfs(dir.c_str(), &v) != 0) return "";  // not knowable: let the writes tell
+  const double need = 3.0 * 4.0 * static_cast<double>(layout.parameter_count()) * 1.1 + 256.0 * 1024;
+  const double have = static_cast<double>(v.f_bavail) * static_cast<double>(v.f_frsize);
+  if (have >= need) return "";
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s: not enough free space for a checkpoint (%.0f bytes needed, %.0f free); "
+                "free some space or choose another --checkpoint-dir", dir.c_str(), need, have);
+  return buf;
+}
+}  // namespace
+
+void set_save_hook_for_tests(SaveHook hook) { save_hook() = std::move(hook); }
+
+std::string save(const std::string& dir, const ShardState& st, const Metadata& meta_in, int keep_last,
+                 std::vector<std::string>* removed) {
   h5::quiet();
   const int rank = comm_rank(st.comm);
   std::string err = check_state(st);
   if (err.empty() && keep_last < 0) err = "checkpoint: keep-last " + std::to_string(keep_last) + " must be >= 0";
   if (err.empty() && dir.empty()) err = "checkpoint: the checkpoint directory is empty";
-  agree(st.comm, err);
+  agree_with_root(st.comm, err);
 
   // Rank 0's metadata is the one stored; every rank must pass identical attribute data
   // to HDF5.
@@ -422,12 +519,14 @@ std::string save(const std::string& dir, const ShardState& st, const Metadata& m
             " already exists; refusing to overwrite it";
     else
       fs::remove(temp, ec);  // left by a save that was killed
+    if (err.empty()) err = space_problem(dir, *st.layout);
   }
-  agree(st.comm, err);
+  agree_with_root(st.comm, err);
 
   const auto refs = tensors_of(*st.layout);
   const Sums sums = shard_sums(st, refs);
   agree(st.comm, coverage_error(st, refs, sums));
+  agree(st.comm, non_finite_error(st, refs, meta.step));
 
   try {
     write_file(temp, st, meta, refs, sums);
@@ -440,15 +539,32 @@ std::string save(const std::string& dir, const ShardState& st, const Metadata& m
   }
 
   if (rank == 0) {
-    pause_for_tests();
     try {
-      commit(dir, temp, final_path, keep_last);
+      run_hook("data-written", temp);
+      commit(dir, temp, final_path, keep_last, run_id_of_meta(meta), removed);
     } catch (const h5::Fault& f) {
       err = final_path + ": " + f.what;
+    } catch (const std::exception& e) {
+      err = final_path + ": " + e.what();
     }
+    // Nothing half-done stays behind: the temporary file goes with a failed commit.
+    if (!err.empty()) ::unlink(temp.c_str());
   }
-  agree(st.comm, err);
+  agree_with_root(st.comm, err);
   return final_path;
+}
+
+FolderContents list_folder(const std::string& dir) {
+  h5::quiet();
+  FolderContents out;
+  for (const auto& [step, name] : list_checkpoints(dir)) {
+    FolderEntry e;
+    e.step = step;
+    e.file = name;
+    e.run_id = detail::read_run_id(dir + "/" + name);
+    out.checkpoints.push_back(std::move(e));
+  }
+  return out;
 }
 
 std::string resolve(MPI_Comm comm, const std::string& path, const std::string& checkpoint_dir) {
@@ -486,7 +602,7 @@ std::string resolve(MPI_Comm comm, const std::string& path, const std::string& c
       out = p;
     }
   }
-  agree(comm, err);
+  agree_with_root(comm, err);
   detail::bcast_string(comm, out);
   return out;
 }

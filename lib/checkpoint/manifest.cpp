@@ -73,9 +73,16 @@ struct Unpacker {
     std::memcpy(&v, &b, sizeof v);
     return v;
   }
+  // A count of items of at least `bytes` each that must still fit in the blob (found by
+  // fuzzing: a corrupt count made vector::resize throw std::length_error).
+  std::size_t count(std::size_t bytes) {
+    const std::uint64_t n = u64();
+    MICS_ASSERT(n <= (in.size() - pos) / bytes, "manifest blob too short");
+    return static_cast<std::size_t>(n);
+  }
   std::string str() {
     const std::size_t n = u64();
-    MICS_ASSERT(pos + n <= in.size(), "manifest blob too short");
+    MICS_ASSERT(n <= in.size() - pos, "manifest blob too short");
     std::string s = in.substr(pos, n);
     pos += n;
     return s;
@@ -114,9 +121,9 @@ Metadata unpack_meta_from(Unpacker& u) {
     auto k = u.str();
     m.schedule[k] = u.f64();
   }
-  m.rng_state.resize(u.u64());
+  m.rng_state.resize(u.count(8));
   for (auto& v : m.rng_state) v = u.u64();
-  m.data_position.resize(u.u64());
+  m.data_position.resize(u.count(8));
   for (auto& v : m.data_position) v = u.u64();
   m.model_config = u.str();
   m.training_config = u.str();
@@ -164,7 +171,7 @@ Manifest unpack_manifest(const std::string& blob) {
   Manifest m;
   m.meta = unpack_meta_from(u);
   m.layout = parse_layout_record(u.str());
-  m.checksums.resize(u.u64());
+  m.checksums.resize(u.count(24));
   for (auto& c : m.checksums)
     for (auto& v : c) v = u.u64();
   m.file_bytes = u.u64();
@@ -353,9 +360,40 @@ Manifest read_manifest(MPI_Comm comm, const std::string& file) {
       err = file + ": " + e.what();
     }
   }
-  agree(comm, err);
+  agree_with_root(comm, err);
   bcast_string(comm, blob);
   return unpack_manifest(blob);
+}
+
+}  // namespace mics::checkpoint::detail
+
+namespace mics::checkpoint::detail {
+
+std::string read_run_id(const std::string& file) {
+  if (H5Fis_hdf5(file.c_str()) <= 0) {
+    h5::take_error();
+    return "";
+  }
+  const hid_t fid = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (fid < 0) {
+    h5::take_error();
+    return "";
+  }
+  h5::Id f(fid, H5Fclose);
+  try {
+    if (H5Lexists(f, "/metadata", H5P_DEFAULT) <= 0 || H5Lexists(f, "/metadata/strings", H5P_DEFAULT) <= 0) {
+      h5::take_error();
+      return "";
+    }
+    h5::Id g = h5::checked(H5Gopen2(f, "/metadata/strings", H5P_DEFAULT), H5Gclose, "opening /metadata/strings");
+    if (H5Aexists(g, "run_id") <= 0) {
+      h5::take_error();
+      return "";
+    }
+    return h5::read_string_attr(g, "run_id");
+  } catch (const h5::Fault&) {
+    return "";
+  }
 }
 
 }  // namespace mics::checkpoint::detail

@@ -112,6 +112,7 @@ BOOST_AUTO_TEST_CASE(csv_header_rows_and_layout_columns) {
     StepRecord r = sample(2);
     r.val_loss = 4.5;
     r.mfu = 0.25;
+    r.skipped = true;
     w.write(r);
   }
   const auto l = lines_of(csv);
@@ -120,13 +121,30 @@ BOOST_AUTO_TEST_CASE(csv_header_rows_and_layout_columns) {
                     "step,loss,val_loss,lr,grad_norm,step_ms,tokens_per_s,tflops_per_rank,mfu,"
                     "exposed_comm_ms,partition_comm_ms,partition_exposed_ms,partition_bytes,"
                     "replication_comm_ms,replication_exposed_ms,replication_bytes,"
-                    "W,g,p,strategy,hierarchical,grad_sync");
-  BOOST_CHECK_EQUAL(l[1], "1,5.54321,,0.0003,1.2345,123.45,12345.6,0.0123,,1.25,10.5,1,4096,2,0.25,1024,8,2,4,mics,true,two-hop");
-  BOOST_CHECK_EQUAL(l[2], "2,5.54321,4.5,0.0003,1.2345,123.45,12345.6,0.0123,0.25,1.25,10.5,1,4096,2,0.25,1024,8,2,4,mics,true,two-hop");
+                    "W,g,p,strategy,hierarchical,grad_sync,skipped");
+  BOOST_CHECK_EQUAL(l[1], "1,5.54321,,0.0003,1.2345,123.45,12345.6,0.0123,,1.25,10.5,1,4096,2,0.25,1024,8,2,4,mics,true,two-hop,0");
+  BOOST_CHECK_EQUAL(l[2], "2,5.54321,4.5,0.0003,1.2345,123.45,12345.6,0.0123,0.25,1.25,10.5,1,4096,2,0.25,1024,8,2,4,mics,true,two-hop,1");
   // Every row has as many cells as the header.
   auto cells = [](const std::string& s) { return std::count(s.begin(), s.end(), ',') + 1; };
   BOOST_CHECK_EQUAL(cells(l[1]), cells(l[0]));
   BOOST_CHECK_EQUAL(static_cast<std::size_t>(cells(l[0])), MetricsWriter::columns({"partition", "replication"}).size());
+}
+
+// A resumed run appends: no second header, earlier rows kept.
+BOOST_AUTO_TEST_CASE(append_mode_continues_a_file) {
+  TempDir dir;
+  const auto csv = dir.file("a.csv");
+  { MetricsWriter(csv, kLayout, {"partition", "replication"}).write(sample(1)); }
+  { MetricsWriter(csv, kLayout, {"partition", "replication"}, "", true).write(sample(2)); }
+  const auto l = lines_of(csv);
+  BOOST_REQUIRE_EQUAL(l.size(), 3u);
+  BOOST_CHECK_EQUAL(l[0].substr(0, 5), "step,");
+  BOOST_CHECK_EQUAL(l[1].substr(0, 2), "1,");
+  BOOST_CHECK_EQUAL(l[2].substr(0, 2), "2,");
+  // Appending to a missing file writes the header first.
+  const auto fresh = dir.file("b.csv");
+  { MetricsWriter(fresh, kLayout, {"partition", "replication"}, "", true).write(sample(3)); }
+  BOOST_CHECK_EQUAL(lines_of(fresh).size(), 2u);
 }
 
 BOOST_AUTO_TEST_CASE(loss_keeps_float_precision_and_nan) {
@@ -172,7 +190,8 @@ BOOST_AUTO_TEST_CASE(jsonl_twin_has_the_same_fields) {
                     "\"step_ms\":123.45,\"tokens_per_s\":12345.6,\"tflops_per_rank\":0.0123,\"mfu\":null,"
                     "\"exposed_comm_ms\":1.25,\"comm\":{\"partition\":{\"ms\":10.5,\"exposed_ms\":1,\"bytes\":4096},"
                     "\"replication\":{\"ms\":2,\"exposed_ms\":0.25,\"bytes\":1024}},"
-                    "\"W\":8,\"g\":2,\"p\":4,\"strategy\":\"mics\",\"hierarchical\":true,\"grad_sync\":\"two-hop\"}");
+                    "\"W\":8,\"g\":2,\"p\":4,\"strategy\":\"mics\",\"hierarchical\":true,\"grad_sync\":\"two-hop\","
+                    "\"skipped\":false}");
   BOOST_CHECK(l[1].find("\"grad_norm\":null") != std::string::npos);
   BOOST_CHECK(l[1].find("\"mfu\":0.5") != std::string::npos);
 }

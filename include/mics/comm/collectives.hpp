@@ -88,7 +88,7 @@ public:
   virtual void all_gather_host(double* buf, std::size_t chunk_count, Group& group);
 
   // Over the partition group (chunk q = partition rank). With hierarchical = true and a
-  // group spanning nodes, the two-step zero-copy algorithms of mics-design.md section 3:
+  // group spanning nodes, the two-step zero-copy algorithms of docs/DESIGN.md section 3:
   //   all-gather:      inter all-gather into block [j*k*c, (j+1)*k*c), then intra
   //                    all-gather of k*c blocks; no reordering copy.
   //   reduce-scatter:  intra reduce-scatter of k*c blocks into a temporary of k*c

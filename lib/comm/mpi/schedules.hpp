@@ -1,5 +1,5 @@
 #pragma once
-// The rounds of each collective of the MPI backend (mics-design.md section 7 gives the
+// The rounds of each collective of the MPI backend (docs/DESIGN.md section 7 gives the
 // volumes). Every ring runs in Group::ring() order, i.e. world-rank (node) order, so a
 // ring over ranks on k nodes crosses each node boundary once per direction; chunk and
 // block indices stay those of the communicator, so results land where the interface
