@@ -20,7 +20,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/cluster.sh" slurm_bad_request
 [ -x "$train" ] || fail "$train is not an executable"
 cluster_start 2
-env_common="ALL,MICS_HOME=$src,MICS_TRAIN=$train"
+# The ranks should never start; if a regression lets them, they start cleanly.
+env_common="ALL,MICS_HOME=$src,MICS_TRAIN=$(rank_wrapper "$train")"
 
 # bad_job PATTERN SBATCH_ARGS...: the job fails at once with one line matching PATTERN.
 bad_job() {
