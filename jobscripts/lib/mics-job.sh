@@ -8,7 +8,8 @@
 #     "error:" line in the job log and exit status 1;
 #   - resume: when the run's checkpoint folder holds a checkpoint (a requeued start,
 #     SLURM_RESTART_COUNT > 0, or a rerun into MICS_RUN_DIR), --resume latest is added, so
-#     training continues from it and mics-train appends to metrics.csv;
+#     training continues from it and mics-train appends to metrics.csv (a --checkpoint-dir
+#     from the arguments counts only on a requeued start or with MICS_RUN_DIR);
 #   - signals: SIGUSR1 (what `#SBATCH --signal=B:USR1@T` sends T seconds before the time
 #     limit, or `scancel --signal=USR1 --batch`), SIGTERM and SIGINT are forwarded to the
 #     ranks; mics-train then saves a checkpoint at the next step boundary and exits with
@@ -121,8 +122,13 @@ mics_job_run_dir() {
     metrics=$run_dir/metrics.csv
     mics_extra+=(--metrics "$metrics")
   fi
-  local restarts=${SLURM_RESTART_COUNT:-0}
-  if ! has_opt resume "$@" && { [ -f "$ckpt/latest" ] || compgen -G "$ckpt/step_*.h5" >/dev/null; }; then
+  local restarts=${SLURM_RESTART_COUNT:-0} ours=0
+  # A folder the arguments name may hold another run's checkpoints: on a first start
+  # mics-train decides (it refuses a fresh run into it); the job's own folder, a requeued
+  # start or MICS_RUN_DIR mean "continue this run".
+  if ! has_opt checkpoint-dir "$@" || [ "$restarts" -gt 0 ] || [ -n "${MICS_RUN_DIR:-}" ]; then ours=1; fi
+  if [ "$ours" = 1 ] && ! has_opt resume "$@" &&
+     { [ -f "$ckpt/latest" ] || compgen -G "$ckpt/step_*.h5" >/dev/null; }; then
     mics_extra+=(--resume latest)
     mics_note "start $((restarts + 1)) of job $SLURM_JOB_ID: resuming from $ckpt ($(cat "$ckpt/latest" 2>/dev/null || echo 'highest step'))"
   elif [ "$restarts" -gt 0 ]; then
