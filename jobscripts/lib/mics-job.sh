@@ -130,7 +130,7 @@ mics_job_run_dir() {
   if [ "$ours" = 1 ] && ! has_opt resume "$@" &&
      { [ -f "$ckpt/latest" ] || compgen -G "$ckpt/step_*.h5" >/dev/null; }; then
     mics_extra+=(--resume latest)
-    mics_note "start $((restarts + 1)) of job $SLURM_JOB_ID: resuming from $ckpt ($(cat "$ckpt/latest" 2>/dev/null || echo 'highest step'))"
+    mics_note "start $((restarts + 1)) of job $SLURM_JOB_ID: resuming from $ckpt ($(head -n 1 "$ckpt/latest" 2>/dev/null || echo 'highest step'))"
   elif [ "$restarts" -gt 0 ]; then
     mics_note "start $((restarts + 1)) of job $SLURM_JOB_ID: no checkpoint in $ckpt yet, starting from step 0"
   fi

@@ -70,12 +70,13 @@ trap 'exit 130' INT TERM
 
 cluster_start() {
   local gpus=${1:-0} i base busy port gres="" ok=0 t0
-  # Three free TCP ports (slurmctld, n1, n2) from the pid; step forward past ports in use.
-  base=$(( 20000 + ($$ % 9000) * 4 ))
+  # Three free TCP ports (slurmctld, n1, n2) from the pid, below Linux's ephemeral range
+  # (32768 and up) so that no outgoing connection holds one; step past ports in use.
+  base=$(( 20000 + ($$ % 3000) * 4 ))
   for _ in $(seq 20); do
     busy=0
     for port in $base $((base + 1)) $((base + 2)); do
-      ss -Htln "sport = :$port" 2>/dev/null | grep -q . && busy=1
+      ss -Htan "sport = :$port" 2>/dev/null | grep -q . && busy=1
     done
     [ "$busy" = 0 ] && break
     base=$(( base + 4 ))
@@ -162,8 +163,8 @@ submit() {
 
 # wait_job ID SECONDS: poll (sbatch --wait polls slowly) until the job has left the queue.
 wait_job() {
-  local i n=$(( $2 * 5 ))
-  for (( i = 0; i < n; i++ )); do
+  local deadline=$(( SECONDS + $2 ))
+  while [ "$SECONDS" -lt "$deadline" ]; do
     [ -z "$(squeue -h -j "$1" 2>/dev/null)" ] && return 0
     sleep 0.2
   done
@@ -175,22 +176,31 @@ job_field() {
   scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1
 }
 
-# wait_job_requeued ID SECONDS: like wait_job, for a job that requeues itself. Slurm holds
-# a requeued job for about two minutes before it may start again; the test lifts that
-# hold (StartTime=now) so the restart is not two minutes of idle waiting. Sets $restarts.
+# wait_job_requeued ID SECONDS [UPDATE...]: like wait_job, for a job that requeues itself.
+# Slurm holds a requeued job for about two minutes before it may start again; the test
+# lifts that hold (StartTime=now), and applies the scontrol UPDATE fields (e.g.
+# TimeLimit=5) to the pending job, so that a restart is not minutes of idle waiting.
+# Sets $restarts.
 wait_job_requeued() {
-  local i n=$(( $2 * 5 )) seen=0 state last='' settled=0
+  local id=$1 deadline=$(( SECONDS + $2 )) seen=0 state last='' settled=0 since=
+  shift 2
   restarts=0
-  for (( i = 0; i < n; i++ )); do
-    state=$(job_field "$1" JobState)
-    restarts=$(job_field "$1" Restarts)
-    [ "$state" != "$last" ] && echo "$test_name: job $1 $state (restarts ${restarts:-0})"
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    state=$(job_field "$id" JobState)
+    restarts=$(job_field "$id" Restarts)
+    [ "$state" != "$last" ] && echo "$test_name: job $id $state (restarts ${restarts:-0})"
     last=$state
     case $state in
       PENDING)
+        # Not at once: slurmd refuses to start a job whose credential it revoked within
+        # the same second ("Job credential revoked"), which fails the job; the hold is
+        # there for that, and 3 s of it are enough here.
         if [ "${restarts:-0}" -gt "$seen" ]; then
-          seen=$restarts
-          scontrol update JobId="$1" StartTime=now >/dev/null 2>&1 || true
+          [ -z "$since" ] && since=$SECONDS
+          if [ $(( SECONDS - since )) -ge 3 ]; then
+            seen=$restarts since=
+            scontrol update JobId="$id" StartTime=now "$@" >/dev/null 2>&1 || true
+          fi
         fi ;;
       # A requeue passes through an end state for a moment: an end state counts once it
       # has held for a second with the same restart count.
@@ -202,7 +212,7 @@ wait_job_requeued() {
     settled=0
     sleep 0.2
   done
-  fail "job $1 still queued or running after $2 s: $(squeue -h -j "$1" -o '%T %r' 2>&1)"
+  fail "job $id still queued or running after $2 s: $(squeue -h -j "$id" -o '%T %r' 2>&1)"
 }
 
 # no_job_processes: after the jobs ended, nothing but the daemons may be left (no rank,
