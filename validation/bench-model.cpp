@@ -5,7 +5,7 @@
 //   mics-bench-model [--threads 2] [--layers 4] [--hidden 768] [--heads 12] [--seq 256]
 //                    [--batch 4] [--vocab 50257] [--iters 3] [--warmup 1]
 //
-// Model GFLOPS use mics-design.md section 6 with f = 3 (no recomputation).
+// Model GFLOPS use docs/DESIGN.md section 6 with f = 3 (no recomputation).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

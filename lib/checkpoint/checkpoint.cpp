@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -52,6 +53,15 @@ std::uint64_t checksum_terms(const float* data, std::size_t n, std::uint64_t fir
 
 namespace {
 using detail::kGroups;
+
+SaveHook& save_hook() {
+  static SaveHook hook;
+  return hook;
+}
+
+void run_hook(const std::string& point, const std::string& path) {
+  if (save_hook()) save_hook()(point, path);
+}
 
 std::string errno_text() { return std::strerror(errno); }
 
@@ -173,6 +183,29 @@ std::string coverage_error(const ShardState& st, const std::vector<TensorRef>& r
   return "";
 }
 
+// A checkpoint must never hold NaN or Inf: the run it would resume is already lost.
+// Checked on the writers' slices, then agreed.
+std::string non_finite_error(const ShardState& st, const std::vector<TensorRef>& refs, std::int64_t step) {
+  std::string local;
+  if (st.writer)
+    for (std::size_t i = 0; i < refs.size() && local.empty(); ++i) {
+      const auto& b = st.layout->buckets[refs[i].bucket];
+      const auto& t = b.tensors[refs[i].tensor];
+      const Slice sl = slice_of(t, model::shard_bucket(b.count, st.partition_size, st.align), st.shard_index);
+      for (int g = 0; g < 3 && local.empty(); ++g) {
+        const float* x = group_span(st.buckets[refs[i].bucket], g).data() + sl.shard_offset;
+        for (std::uint64_t k = 0; k < sl.b - sl.a; ++k)
+          if (!std::isfinite(x[k])) {
+            local = "checkpoint: refusing to save step " + std::to_string(step) + ": " +
+                    detail::dataset_path(g, t.name) + " holds a non-finite value (NaN or Inf); the "
+                    "earlier checkpoints are kept";
+            break;
+          }
+      }
+    }
+  return local;
+}
+
 h5::Id mpio_fapl(MPI_Comm comm) {
   h5::Id fapl = h5::checked(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "creating a property list");
   h5::check(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL), "selecting MPI-IO");
@@ -203,9 +236,7 @@ void transfer(hid_t ds, const model::TensorSpec& t, const Slice& sl, float* shar
   else h5::check(H5Sselect_none(mspace), "selecting nothing");
   if (write) {
     h5::check(H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf), "writing " + path);
-    // Test hook: the collective write reports an error on this rank only (disk full,
-    // say); the others must not hang.
-    if (std::getenv("MICS_CKPT_TEST_FAIL_WRITE")) throw h5::Fault{"injected write failure in " + path};
+    run_hook("dataset-written", path);
   } else {
     h5::check(H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf), "reading " + path);
   }
@@ -223,6 +254,8 @@ void stage(MPI_Comm comm, const std::string& file, F&& work) {
     work();
   } catch (const h5::Fault& f) {
     err = file + ": " + f.what;
+  } catch (const std::exception& e) {  // a test's hook, or an allocation
+    err = file + ": " + e.what();
   }
   agree(comm, err);
 }
@@ -339,66 +372,73 @@ std::string step_name(std::int64_t step) {
   return buf;
 }
 
-void write_text_atomically(const std::string& dir, const std::string& name, const std::string& text) {
-  const std::string final_path = dir + "/" + name, temp = final_path + ".tmp";
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw h5::Fault{"cannot create " + temp + ": " + errno_text()};
+void write_text(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw h5::Fault{"cannot create " + path + ": " + errno_text()};
   const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  const std::string why = errno_text();
   ::close(fd);
   if (!ok) {
-    ::unlink(temp.c_str());
-    throw h5::Fault{"cannot write " + temp + ": " + errno_text()};
+    ::unlink(path.c_str());
+    throw h5::Fault{"cannot write " + path + ": " + why};
   }
-  if (::rename(temp.c_str(), final_path.c_str()) != 0)
-    throw h5::Fault{"cannot rename " + temp + " to " + final_path + ": " + errno_text()};
+}
+
+std::string run_id_of_meta(const Metadata& m) {
+  const auto it = m.strings.find("run_id");
+  return it == m.strings.end() ? std::string() : it->second;
+}
+
+// Deletes this run's checkpoints beyond the newest keep_last (never `keep`).
+void prune(const std::string& dir, const std::string& keep, int keep_last, const std::string& run_id,
+           std::vector<std::string>* removed) {
+  std::vector<FolderEntry> mine;
+  for (const auto& e : list_folder(dir).checkpoints)
+    if (e.run_id == run_id && e.file != keep) mine.push_back(e);
+  const std::size_t allowed = static_cast<std::size_t>(keep_last - 1);  // the new one counts
+  for (std::size_t i = 0; i + allowed < mine.size(); ++i) {
+    const std::string path = dir + "/" + mine[i].file;
+    if (::unlink(path.c_str()) != 0)
+      throw h5::Fault{"cannot delete old checkpoint " + path + ": " + errno_text()};
+    if (removed) removed->push_back(path);
+  }
   fsync_path(dir, true);
 }
 
 // Rank 0, after the collective write: make the file durable, give it its final name,
 // point `latest` at it, then prune.
 void commit(const std::string& dir, const std::string& temp, const std::string& final_path,
-            int keep_last) {
+            int keep_last, const std::string& run_id, std::vector<std::string>* removed) {
   fsync_path(temp, false);
   if (::access(final_path.c_str(), F_OK) == 0)
     throw h5::Fault{"a checkpoint appeared under this name during the save; refusing to overwrite it"};
-  if (::rename(temp.c_str(), final_path.c_str()) != 0)
-    throw h5::Fault{"cannot rename " + temp + ": " + errno_text()};
-  fsync_path(dir, true);
+  // `latest` is written first under its own temporary name, so that a failure here (a
+  // full disk) leaves both the old `latest` and the old checkpoints as they were.
   const std::string name = fs::path(final_path).filename().string();
-  write_text_atomically(dir, "latest", name + "\n");
-  if (keep_last > 0) {
-    auto all = list_checkpoints(dir);
-    std::size_t excess = all.size() > static_cast<std::size_t>(keep_last) ? all.size() - static_cast<std::size_t>(keep_last) : 0;
-    for (const auto& [step, file] : all) {
-      if (excess == 0) break;
-      if (file == name) continue;  // the one just written always stays
-      if (::unlink((dir + "/" + file).c_str()) != 0)
-        throw h5::Fault{"cannot delete old checkpoint " + dir + "/" + file + ": " + errno_text()};
-      --excess;
-    }
-    fsync_path(dir, true);
+  const std::string pointer = name + "\n" + (run_id.empty() ? "" : "run_id " + run_id + "\n");
+  const std::string latest_temp = dir + "/latest.tmp";
+  write_text(latest_temp, pointer);
+  if (::rename(temp.c_str(), final_path.c_str()) != 0) {
+    ::unlink(latest_temp.c_str());
+    throw h5::Fault{"cannot rename " + temp + ": " + errno_text()};
   }
-}
-
-void pause_for_tests() {
-  if (const char* s = std::getenv("MICS_CKPT_TEST_PAUSE_AFTER_WRITE")) {
-    const double seconds = std::atof(s);
-    if (seconds > 0) {
-      std::fprintf(stderr, "mics checkpoint test hook: data written, pausing %.1f s before rename\n", seconds);
-      std::fflush(stderr);
-      std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-    }
-  }
+  if (::rename(latest_temp.c_str(), (dir + "/latest").c_str()) != 0)
+    throw h5::Fault{"cannot rename " + latest_temp + ": " + errno_text()};
+  fsync_path(dir, true);
+  if (keep_last > 0) prune(dir, name, keep_last, run_id, removed);
 }
 }  // namespace
 
-std::string save(const std::string& dir, const ShardState& st, const Metadata& meta_in, int keep_last) {
+void set_save_hook_for_tests(SaveHook hook) { save_hook() = std::move(hook); }
+
+std::string save(const std::string& dir, const ShardState& st, const Metadata& meta_in, int keep_last,
+                 std::vector<std::string>* removed) {
   h5::quiet();
   const int rank = comm_rank(st.comm);
   std::string err = check_state(st);
   if (err.empty() && keep_last < 0) err = "checkpoint: keep-last " + std::to_string(keep_last) + " must be >= 0";
   if (err.empty() && dir.empty()) err = "checkpoint: the checkpoint directory is empty";
-  agree(st.comm, err);
+  agree_with_root(st.comm, err);
 
   // Rank 0's metadata is the one stored; every rank must pass identical attribute data
   // to HDF5.
@@ -423,11 +463,12 @@ std::string save(const std::string& dir, const ShardState& st, const Metadata& m
     else
       fs::remove(temp, ec);  // left by a save that was killed
   }
-  agree(st.comm, err);
+  agree_with_root(st.comm, err);
 
   const auto refs = tensors_of(*st.layout);
   const Sums sums = shard_sums(st, refs);
   agree(st.comm, coverage_error(st, refs, sums));
+  agree(st.comm, non_finite_error(st, refs, meta.step));
 
   try {
     write_file(temp, st, meta, refs, sums);
@@ -440,15 +481,32 @@ std::string save(const std::string& dir, const ShardState& st, const Metadata& m
   }
 
   if (rank == 0) {
-    pause_for_tests();
     try {
-      commit(dir, temp, final_path, keep_last);
+      run_hook("data-written", temp);
+      commit(dir, temp, final_path, keep_last, run_id_of_meta(meta), removed);
     } catch (const h5::Fault& f) {
       err = final_path + ": " + f.what;
+    } catch (const std::exception& e) {
+      err = final_path + ": " + e.what();
     }
+    // Nothing half-done stays behind: the temporary file goes with a failed commit.
+    if (!err.empty()) ::unlink(temp.c_str());
   }
-  agree(st.comm, err);
+  agree_with_root(st.comm, err);
   return final_path;
+}
+
+FolderContents list_folder(const std::string& dir) {
+  h5::quiet();
+  FolderContents out;
+  for (const auto& [step, name] : list_checkpoints(dir)) {
+    FolderEntry e;
+    e.step = step;
+    e.file = name;
+    e.run_id = detail::read_run_id(dir + "/" + name);
+    out.checkpoints.push_back(std::move(e));
+  }
+  return out;
 }
 
 std::string resolve(MPI_Comm comm, const std::string& path, const std::string& checkpoint_dir) {
@@ -486,7 +544,7 @@ std::string resolve(MPI_Comm comm, const std::string& path, const std::string& c
       out = p;
     }
   }
-  agree(comm, err);
+  agree_with_root(comm, err);
   detail::bcast_string(comm, out);
   return out;
 }

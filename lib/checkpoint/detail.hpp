@@ -46,6 +46,10 @@ std::uint64_t metadata_checksum(const Metadata& meta, const std::string& layout_
 // and thrown on every rank as "<file>: <fault>".
 Manifest read_manifest(MPI_Comm comm, const std::string& file);
 
+// The run id a checkpoint file carries (/metadata/strings attribute run_id), "" when it
+// has none or cannot be read. Serial HDF5, no MPI.
+std::string read_run_id(const std::string& file);
+
 // Root's string to every rank.
 void bcast_string(MPI_Comm comm, std::string& s, int root = 0);
 

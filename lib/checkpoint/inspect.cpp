@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -81,6 +82,7 @@ VerifyReport verify(MPI_Comm comm, const std::string& path, const model::BucketL
   const std::size_t nds = 3 * rep.info.tensors.size();
   std::vector<std::uint64_t> computed(nds, 0);
   std::vector<int> read_failed(nds, 0);
+  std::vector<std::uint64_t> non_finite(nds, 0);  // NaN and Inf elements
   std::string open_error;
   try {
     h5::Id f = open_serial(file);
@@ -90,6 +92,7 @@ VerifyReport verify(MPI_Comm comm, const std::string& path, const model::BucketL
       try {
         stream_dataset(f, p, t.shape, [&](const float* x, std::size_t n, std::uint64_t first) {
           computed[d] += checksum_terms(x, n, first);
+          for (std::size_t i = 0; i < n; ++i) non_finite[d] += std::isfinite(x[i]) ? 0 : 1;
         });
       } catch (const h5::Fault&) {
         read_failed[d] = 1;
@@ -101,6 +104,7 @@ VerifyReport verify(MPI_Comm comm, const std::string& path, const model::BucketL
   agree(comm, open_error);
   MICS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, computed.data(), static_cast<int>(nds), MPI_UINT64_T, MPI_SUM, comm));
   MICS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, read_failed.data(), static_cast<int>(nds), MPI_INT, MPI_MAX, comm));
+  MICS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, non_finite.data(), static_cast<int>(nds), MPI_UINT64_T, MPI_SUM, comm));
 
   for (std::size_t d = 0; d < nds; ++d) {
     const auto& t = rep.info.tensors[d / 3];
@@ -117,6 +121,10 @@ VerifyReport verify(MPI_Comm comm, const std::string& path, const model::BucketL
                     static_cast<unsigned long long>(t.checksum[d % 3]),
                     static_cast<unsigned long long>(computed[d]));
       rep.faults.push_back(p + ": checksum mismatch" + buf);
+    } else if (non_finite[d] > 0) {
+      // Intact, but a run resumed from it would be lost: a fault all the same.
+      rep.faults.push_back(p + ": " + std::to_string(non_finite[d]) + " of " + std::to_string(n) +
+                           " values are not finite (NaN or Inf)");
     }
   }
   // The layout record against itself: tensors inside their buckets, counts = shapes.

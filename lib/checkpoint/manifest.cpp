@@ -353,9 +353,40 @@ Manifest read_manifest(MPI_Comm comm, const std::string& file) {
       err = file + ": " + e.what();
     }
   }
-  agree(comm, err);
+  agree_with_root(comm, err);
   bcast_string(comm, blob);
   return unpack_manifest(blob);
+}
+
+}  // namespace mics::checkpoint::detail
+
+namespace mics::checkpoint::detail {
+
+std::string read_run_id(const std::string& file) {
+  if (H5Fis_hdf5(file.c_str()) <= 0) {
+    h5::take_error();
+    return "";
+  }
+  const hid_t fid = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (fid < 0) {
+    h5::take_error();
+    return "";
+  }
+  h5::Id f(fid, H5Fclose);
+  try {
+    if (H5Lexists(f, "/metadata", H5P_DEFAULT) <= 0 || H5Lexists(f, "/metadata/strings", H5P_DEFAULT) <= 0) {
+      h5::take_error();
+      return "";
+    }
+    h5::Id g = h5::checked(H5Gopen2(f, "/metadata/strings", H5P_DEFAULT), H5Gclose, "opening /metadata/strings");
+    if (H5Aexists(g, "run_id") <= 0) {
+      h5::take_error();
+      return "";
+    }
+    return h5::read_string_attr(g, "run_id");
+  } catch (const h5::Fault&) {
+    return "";
+  }
 }
 
 }  // namespace mics::checkpoint::detail

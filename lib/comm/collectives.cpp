@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "mics/core/check.hpp"
+#include "mics/core/watchdog.hpp"
 
 namespace mics::comm {
 
@@ -37,6 +38,8 @@ bool Request::test() {
 
 void Request::wait() {
   if (!op_) return;
+  const watchdog::Scope stall_guard(
+      [](const void* op) { return static_cast<const detail::PendingOp*>(op)->describe(); }, op_.get());
   op_->wait();
   op_.reset();
 }

@@ -1,10 +1,16 @@
 #include "mics/core/mpi_env.hpp"
 
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
 #include <exception>
+#include <thread>
 
+#include "mics/core/agree.hpp"
 #include "mics/core/check.hpp"
 #include "mics/core/error.hpp"
+#include "mics/core/watchdog.hpp"
 
 namespace mics {
 
@@ -14,27 +20,66 @@ MpiEnvironment::MpiEnvironment(int* argc, char*** argv) {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  MPI_Comm_dup(MPI_COMM_WORLD, &failure_);
 }
 
-MpiEnvironment::~MpiEnvironment() { MPI_Finalize(); }
+MpiEnvironment::~MpiEnvironment() {
+  if (failure_ != MPI_COMM_NULL) MPI_Comm_free(&failure_);
+  MPI_Finalize();
+}
+
+namespace {
+
+// Whether every rank of the world reached the failure path within `seconds`. Only ranks
+// that failed call this, so the reduction completes only if all of them did.
+bool every_rank_failed(MPI_Comm failure, double seconds) {
+  int size = 1;
+  MPI_Comm_size(failure, &size);
+  if (size == 1) return true;
+  int one = 1, count = 0;
+  MPI_Request req = MPI_REQUEST_NULL;
+  if (MPI_Iallreduce(&one, &count, 1, MPI_INT, MPI_SUM, failure, &req) != MPI_SUCCESS) return false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  int done = 0;
+  while (!done && std::chrono::steady_clock::now() < deadline) {
+    if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return false;
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return done && count == size;
+}
+
+// Ends this rank alone: the others may be blocked in a collective it will never join.
+[[noreturn]] void leave_alone(const char* program, int rank, const std::string& what) {
+  std::fprintf(stderr, "%s: error on rank %d (host %s): %s\n", program, rank, host_name().c_str(),
+               what.c_str());
+  std::fflush(stderr);
+  std::fflush(stdout);
+  ::_exit(1);
+}
+
+}  // namespace
 
 int run_mpi_program(const char* program, int argc, char** argv,
                     const std::function<int(int, char**)>& body) {
   MpiEnvironment env(&argc, &argv);
+  watchdog::set_program(program);
+  std::string what;
+  bool agreed = false;
   try {
     return body(argc, argv);
-  } catch (const Error& e) {
-    if (e.everywhere()) {
-      if (env.rank() == 0) std::fprintf(stderr, "%s: error: %s\n", program, e.what());
-      return 1;
-    }
-    std::fprintf(stderr, "%s: error on rank %d: %s\n", program, env.rank(), e.what());
+  } catch (const AgreedError& e) {
+    what = e.what();
+    agreed = e.world();
+  } catch (const std::bad_alloc&) {
+    what = "out of host memory";
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: internal error on rank %d: %s\n", program, env.rank(), e.what());
+    what = e.what();
   }
+  // A rank-local error is only "everywhere" once every rank has said so.
+  if (!agreed) agreed = every_rank_failed(env.failure_comm(), 3.0);
+  if (!agreed) leave_alone(program, env.rank(), what);
+  if (env.rank() == 0) std::fprintf(stderr, "%s: error: %s\n", program, what.c_str());
   std::fflush(stderr);
-  // Only some ranks may have failed; the others could be blocked in a collective.
-  MPI_Abort(MPI_COMM_WORLD, 1);
   return 1;
 }
 

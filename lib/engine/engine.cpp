@@ -8,6 +8,7 @@
 
 #include "mics/core/check.hpp"
 #include "mics/core/error.hpp"
+#include "mics/core/watchdog.hpp"
 #include "mics/layout/plan.hpp"
 #include "mics/model/layout.hpp"
 #include "mics/model/masking.hpp"
@@ -27,6 +28,9 @@ double seconds_since(Clock::time_point t0) {
 // bulk data (NCCL works on device memory only).
 void sum_host(double* values, int n, comm::Group& group) {
   if (group.size() == 1) return;
+  const watchdog::Scope stall_guard([](const void* g) {
+    return "an all-reduce of host scalars on group '" + static_cast<const comm::Group*>(g)->name() + "'";
+  }, &group);
   MICS_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, values, n, MPI_DOUBLE, MPI_SUM, group.comm()));
 }
 
@@ -400,6 +404,23 @@ Engine::~Engine() {
 
 const model::BucketLayout& Engine::layout() const { return impl_->layout; }
 
+StepResult Engine::skip_step(double loss, double norm, std::chrono::steady_clock::time_point t0) {
+  Impl& m = *impl_;
+  for (int b = 0; b < m.buckets(); ++b)
+    m.be.fill(m.mdt, m.grad_acc[static_cast<std::size_t>(b)].get(), static_cast<std::int64_t>(m.chunk(b)), 0.0);
+  m.be.synchronize();
+  StepResult r;
+  r.lr = learning_rate(m.cfg.optimizer, step_, m.cfg.steps);
+  r.step = ++step_;
+  r.loss = loss;
+  r.grad_norm = norm;
+  r.tokens = m.cfg.global_batch * m.mc.seq;
+  r.exposed = m.exposed;
+  r.seconds = seconds_since(t0);
+  r.skipped = true;
+  return r;
+}
+
 StepResult Engine::train_step(const data::Dataset& data) {
   Impl& m = *impl_;
   const auto t0 = Clock::now();
@@ -467,8 +488,13 @@ StepResult Engine::train_step(const data::Dataset& data) {
     norm2 += m.be.sum_squares(m.mdt, m.grad_acc[static_cast<std::size_t>(b)].get(),
                               static_cast<std::int64_t>(m.chunk(b)));
   sum_host(&norm2, 1, m.groups.partition());
-  sum_host(&loss_sum, 1, m.groups.world());
+  // A non-finite loss or norm anywhere skips the update everywhere: each rank's verdict
+  // rides in the same world sum as the loss, so the decision is agreed at no extra cost.
+  double loss_and_bad[2] = {loss_sum, std::isfinite(norm2) ? 0.0 : 1.0};
+  sum_host(loss_and_bad, 2, m.groups.world());
+  loss_sum = loss_and_bad[0];
   const double norm = std::sqrt(norm2);
+  if (loss_and_bad[1] != 0 || !std::isfinite(loss_sum)) return skip_step(loss_sum, norm, t0);
   const double clip = m.cfg.optimizer.grad_clip > 0 && norm > m.cfg.optimizer.grad_clip
                           ? m.cfg.optimizer.grad_clip / (norm + 1e-6)
                           : 1.0;

@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "mics/core/error.hpp"
+#include "mics/layout/resolved.hpp"
 
 namespace mics::layout {
 namespace {
@@ -40,8 +41,7 @@ std::vector<int> valid_partition_sizes(int world_size, int ranks_per_node) {
   std::vector<int> out;
   if (world_size <= 0 || ranks_per_node <= 0 || world_size % ranks_per_node != 0) return out;
   for (int p : divisors(world_size)) {
-    const bool aligned = p >= ranks_per_node ? p % ranks_per_node == 0 : ranks_per_node % p == 0;
-    if (aligned) out.push_back(p);
+    if (node_aligned(p, ranks_per_node)) out.push_back(p);
   }
   return out;
 }

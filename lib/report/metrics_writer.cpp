@@ -57,8 +57,8 @@ std::string json_text(const std::string& s) {
   return out + "\"";
 }
 
-std::FILE* open_or_throw(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "w");
+std::FILE* open_or_throw(const std::string& path, bool append = false) {
+  std::FILE* f = std::fopen(path.c_str(), append ? "a" : "w");
   if (f == nullptr)
     throw UsageError("cannot write metrics file " + path + ": " + std::strerror(errno));
   return f;
@@ -85,19 +85,21 @@ std::vector<std::string> MetricsWriter::columns(const std::vector<std::string>& 
     c.push_back(g + "_exposed_ms");
     c.push_back(g + "_bytes");
   }
-  for (const char* l : {"W", "g", "p", "strategy", "hierarchical", "grad_sync"}) c.emplace_back(l);
+  for (const char* l : {"W", "g", "p", "strategy", "hierarchical", "grad_sync", "skipped"}) c.emplace_back(l);
   return c;
 }
 
 MetricsWriter::MetricsWriter(const std::string& csv_path, RunLayout layout,
-                             std::vector<std::string> comm_groups, const std::string& jsonl_path)
+                             std::vector<std::string> comm_groups, const std::string& jsonl_path,
+                             bool append)
     : csv_path_(csv_path), jsonl_path_(jsonl_path), layout_(std::move(layout)),
       groups_(std::move(comm_groups)) {
   for (const auto& g : groups_)
     if (g.empty() || g.find_first_of(",\"\r\n ") != std::string::npos)
       throw UsageError("communication group name '" + g + "' must be non-empty, without commas, quotes or spaces");
-  csv_.reset(open_or_throw(csv_path_));
-  if (!jsonl_path_.empty()) jsonl_.reset(open_or_throw(jsonl_path_));
+  csv_.reset(open_or_throw(csv_path_, append));
+  if (!jsonl_path_.empty()) jsonl_.reset(open_or_throw(jsonl_path_, append));
+  if (append && std::fseek(csv_.get(), 0, SEEK_END) == 0 && std::ftell(csv_.get()) > 0) return;  // the header is already there
   std::string header;
   for (const auto& c : columns(groups_)) header += (header.empty() ? "" : ",") + c;
   put(csv_.get(), csv_path_, header + "\n");
@@ -124,7 +126,7 @@ void MetricsWriter::write(const StepRecord& r) {
     append(row, {",", csv_number(g.ms), ",", csv_number(g.exposed_ms), ",", std::to_string(g.bytes)});
   append(row, {",", std::to_string(layout_.world_size), ",", std::to_string(layout_.ranks_per_node),
                ",", std::to_string(layout_.partition_size), ",", csv_text(layout_.strategy), ",",
-               hier, ",", csv_text(layout_.grad_sync), "\n"});
+               hier, ",", csv_text(layout_.grad_sync), ",", r.skipped ? "1" : "0", "\n"});
   put(csv_.get(), csv_path_, row);
 
   if (!jsonl_) return;
@@ -143,7 +145,8 @@ void MetricsWriter::write(const StepRecord& r) {
   append(j, {"},\"W\":", std::to_string(layout_.world_size), ",\"g\":",
              std::to_string(layout_.ranks_per_node), ",\"p\":", std::to_string(layout_.partition_size),
              ",\"strategy\":", json_text(layout_.strategy), ",\"hierarchical\":", hier,
-             ",\"grad_sync\":", json_text(layout_.grad_sync), "}\n"});
+             ",\"grad_sync\":", json_text(layout_.grad_sync), ",\"skipped\":", r.skipped ? "true" : "false",
+             "}\n"});
   put(jsonl_.get(), jsonl_path_, j);
 }
 

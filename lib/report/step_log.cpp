@@ -34,6 +34,7 @@ std::string format_step_line(const StepRecord& r, std::int64_t total_steps,
                   r.grad_norm, r.step_ms, r.tokens_per_s, r.tflops_per_rank);
   if (r.mfu) line += sprintf(" | MFU %.1f%%", 100.0 * *r.mfu);
   line += sprintf(" | exposed comm %.1f ms", r.exposed_comm_ms);
+  if (r.skipped) line += " | SKIPPED: non-finite, no update";
   if (eta_s) line += " | eta " + format_duration(*eta_s);
   return line;
 }

@@ -80,7 +80,8 @@ po::options_description option_description() {
     ("comm", po::value<std::string>(),
      "data path: mpi (host memory; host-staged for GPU buffers) or nccl (CUDA default)")
     ("comm-timeout", po::value<double>()->default_value(300),
-     "seconds a GPU collective may take before the job is aborted with a message")
+     "seconds any wait on other ranks (a collective, an agreement; CPU and GPU) may make no "
+     "progress before the job ends with a line naming what it waited for (0: wait forever)")
     ("memory-per-rank", po::value<double>()->default_value(0),
      "GiB of memory per rank for --partition-size auto (0: the device's memory)")
     ("peak-tflops", po::value<double>()->default_value(0),
@@ -100,7 +101,14 @@ po::options_description option_description() {
   ckpt.add_options()
     ("checkpoint-dir", po::value<std::string>()->default_value(""), "directory for checkpoints")
     ("checkpoint-every", po::value<int>()->default_value(0), "save every N steps (0: at the end only)")
-    ("keep-last", po::value<int>()->default_value(0), "keep the newest N checkpoints (0: all)")
+    ("keep-last", po::value<int>()->default_value(0),
+     "keep this run's newest N checkpoints (0: all); other runs' files are never removed")
+    ("overwrite-checkpoints", po::value<bool>()->default_value(false)->implicit_value(true),
+     "let a fresh run take over a --checkpoint-dir that holds another run's checkpoints "
+     "(they are removed first; without this such a folder is refused)")
+    ("max-bad-steps", po::value<int>()->default_value(5),
+     "stop (exit 1) after N optimizer steps in a row with a non-finite loss or gradient norm; "
+     "such steps are skipped (no update)")
     ("resume", po::value<std::string>()->default_value(""),
      "continue from a checkpoint file, a directory, or 'latest' (in --checkpoint-dir); any "
      "world size, partition size or strategy");
@@ -252,6 +260,10 @@ bool parse_options(int argc, char** argv, RunOptions& o, std::string& help_out) 
           "--checkpoint-every and --keep-last must not be negative");
   require(o.checkpoint_every == 0 || !o.checkpoint_dir.empty(),
           "--checkpoint-every needs --checkpoint-dir DIR");
+  o.overwrite_checkpoints = get<bool>(vm, "overwrite-checkpoints");
+  o.max_bad_steps = get<int>(vm, "max-bad-steps");
+  require(o.max_bad_steps >= 1, "--max-bad-steps must be at least 1");
+  require(o.comm_timeout_s >= 0, "--comm-timeout must not be negative (0 turns the watchdog off)");
   o.resume = get<std::string>(vm, "resume");
   require(o.resume != "latest" || !o.checkpoint_dir.empty(),
           "--resume latest needs --checkpoint-dir DIR");

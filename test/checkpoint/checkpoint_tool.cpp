@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -82,7 +84,22 @@ void make_corrupt_copies(const std::string& good, const std::string& out) {
 }
 }  // namespace
 
+// MICS_CKPT_TEST_PAUSE_AFTER_WRITE=S: pause S seconds between a save's data and its
+// rename (kill_during_save.sh kills the job there), through the library's test seam.
+void install_pause_hook() {
+  const char* s = std::getenv("MICS_CKPT_TEST_PAUSE_AFTER_WRITE");
+  const double seconds = s ? std::atof(s) : 0.0;
+  if (seconds <= 0) return;
+  ck::set_save_hook_for_tests([seconds](const std::string& point, const std::string&) {
+    if (point != "data-written") return;
+    std::fprintf(stderr, "checkpoint_tool: data written, pausing %.1f s before rename\n", seconds);
+    std::fflush(stderr);
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  });
+}
+
 int main(int argc, char** argv) {
+  install_pause_hook();
   return mics::run_mpi_program("checkpoint_tool", argc, argv, [](int ac, char** av) {
     int rank = 0, size = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);

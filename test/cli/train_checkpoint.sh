@@ -67,8 +67,8 @@ reshard)
   ;;
 kill)
   train 4 "${layout[@]}" --steps 5 --checkpoint-dir "$work/k"
-  MICS_CKPT_TEST_PAUSE_AFTER_WRITE=60 OMPI_MCA_orte_abort_on_non_zero_status=0 setsid \
-    mpirun -q -np 4 --bind-to none "$bin/mics-train" --model "$src/inputs/models/tiny.cfg" --data synthetic \
+  MICS_FAULT_PAUSE_AFTER_WRITE=60 OMPI_MCA_orte_abort_on_non_zero_status=0 setsid \
+    mpirun -q -np 4 --bind-to none "$bin/mics_train_faults" --model "$src/inputs/models/tiny.cfg" --data synthetic \
     --global-batch 8 --lr 3e-3 --warmup 3 --decay-steps 20 --seed 7 "${layout[@]}" --steps 20 \
     --checkpoint-dir "$work/k" --checkpoint-every 5 --resume latest >"$work/killed.log" 2>&1 &
   job=$!
@@ -76,11 +76,11 @@ kill)
   grep -q "pausing" "$work/killed.log" || { kill -9 -- -"$job"; cat "$work/killed.log"; fail "the save never paused"; }
   [ -f "$work/k/step_00000010.h5.tmp" ] || fail "no temporary file during the step-10 save"
   kill -9 -- -"$job" 2>/dev/null
-  pkill -9 -f "mics-train .*$work/k" 2>/dev/null
+  pkill -9 -f "mics_train_faults .*$work/k" 2>/dev/null
   wait "$job" 2>/dev/null
   sleep 0.5
   [ -f "$work/k/step_00000010.h5" ] && fail "the killed save left a step-10 checkpoint"
-  [ "$(cat "$work/k/latest")" = step_00000005.h5 ] || fail "latest moved away from step 5"
+  [ "$(head -n 1 "$work/k/latest")" = step_00000005.h5 ] || fail "latest moved away from step 5"
   "$bin/mics-ckpt" verify "$work/k" >/dev/null || fail "the step-5 checkpoint does not verify"
   train 4 "${layout[@]}" --steps 20 --checkpoint-dir "$work/k" --resume latest --metrics "$work/after.csv"
   compare_losses "$work/full.csv" "$work/after.csv" 0

@@ -1,4 +1,4 @@
-// The engine's central invariant (mics-design.md section 4): for any valid layout the
+// The engine's central invariant (docs/DESIGN.md section 4): for any valid layout the
 // loss curve and the parameters equal a single-process run over the same global batch,
 // up to float summation order, and replicas of a shard stay bitwise identical.
 #include <boost/test/unit_test.hpp>

@@ -89,7 +89,7 @@ BOOST_AUTO_TEST_CASE(sweep_of_valid_layouts) {
             BOOST_REQUIRE_EQUAL(pl.local, rank % g);
             // Partition groups are consecutive blocks, hence node-aligned.
             BOOST_REQUIRE_EQUAL(pl.partition_group, rank / p);
-            // The zero-copy order of mics-design.md section 3.
+            // The zero-copy order of docs/DESIGN.md section 3.
             BOOST_REQUIRE_EQUAL(pl.partition_rank, pl.group_local * k + pl.group_node);
             BOOST_REQUIRE_EQUAL(pl.group_node, (rank % p) / gn);
             if (k == 1) BOOST_REQUIRE_EQUAL(pl.partition_rank, rank % p);

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -77,11 +78,36 @@ struct ShardState {
 };
 
 // Writes DIR/step_<8 digits>.h5 for meta.step: under a temporary name first, then
-// flush, fsync, rename, then DIR/latest (atomically), then deletes all but the newest
-// keep_last checkpoints (0 keeps all; the new one is never deleted). DIR is created if
-// missing. Refuses to overwrite an existing checkpoint. Returns the final path.
+// flush, fsync, rename, then DIR/latest (atomically; its first line names the file, a
+// second line `run_id ID` names the run when meta.strings["run_id"] is set), then
+// deletes all but the newest keep_last checkpoints OF THE SAME RUN ID (0 keeps all; the
+// new one is never deleted; other runs' files are never touched), listing the deleted
+// paths in *removed. DIR is created if missing. Refuses to overwrite an existing
+// checkpoint and to write a state holding NaN or Inf. On any failure (full disk, read-only
+// folder, a rank's I/O error) every rank throws the same error, the temporary file is
+// gone and `latest` and earlier checkpoints are untouched. Returns the final path.
 std::string save(const std::string& dir, const ShardState& state, const Metadata& meta,
-                 int keep_last);
+                 int keep_last, std::vector<std::string>* removed = nullptr);
+
+// What a checkpoint folder holds (read by one rank, no MPI): finished checkpoints by
+// step, with the run id each file carries ("" for files written without one).
+struct FolderEntry {
+  std::int64_t step = 0;
+  std::string file;    // "step_00000012.h5"
+  std::string run_id;
+};
+struct FolderContents {
+  std::vector<FolderEntry> checkpoints;  // ascending step
+};
+FolderContents list_folder(const std::string& dir);
+
+// A seam for tests only (production code never sets it): called at named points of a
+// save on the rank doing the work: "dataset-written" after each dataset's collective
+// write (path = the dataset), "data-written" on rank 0 once all data is written and
+// before the rename (path = the temporary file). A hook that throws fails that rank's
+// stage the way an I/O error would.
+using SaveHook = std::function<void(const std::string& point, const std::string& path)>;
+void set_save_hook_for_tests(SaveHook hook);
 
 // The checkpoint file that `path` names: a file as is; a directory by its `latest`
 // pointer, or (without one) its highest step_*.h5; the word "latest" means the latest

@@ -16,6 +16,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "mics/comm/dtype.hpp"
 #include "mics/comm/group.hpp"
@@ -30,6 +31,7 @@ public:
   virtual ~PendingOp() = default;
   virtual bool test() = 0;  // true once complete; counters are recorded then
   virtual void wait() = 0;
+  virtual std::string describe() const { return "a collective"; }
 };
 }  // namespace detail
 
@@ -76,7 +78,7 @@ public:
   virtual void barrier(Group& group) = 0;
 
   // Over the partition group (chunk q = partition rank). With hierarchical = true and a
-  // group spanning nodes, the two-step zero-copy algorithms of mics-design.md section 3:
+  // group spanning nodes, the two-step zero-copy algorithms of docs/DESIGN.md section 3:
   //   all-gather:      inter all-gather into block [j*k*c, (j+1)*k*c), then intra
   //                    all-gather of k*c blocks; no reordering copy.
   //   reduce-scatter:  intra reduce-scatter of k*c blocks into a temporary of k*c

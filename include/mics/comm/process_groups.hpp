@@ -1,13 +1,26 @@
 #pragma once
-// The communicators of one MiCS layout, built from a layout::Plan with MPI_Comm_split.
+// The communicators of one MiCS layout, built from a layout::Plan with MPI_Comm_split,
+// and the host topology that layout is resolved from.
 #include <mpi.h>
 
+#include <string>
 #include <vector>
 
 #include "mics/comm/group.hpp"
 #include "mics/layout/plan.hpp"
 
 namespace mics::comm {
+
+// Where this rank sits among the ranks that share its host's memory, from ONE
+// MPI_Comm_split_type(MPI_COMM_TYPE_SHARED), with the world-wide checks reduced so that
+// every rank holds the same verdict. Collective over `world`.
+struct HostTopology {
+  int local_rank = 0;       // among the ranks on this host
+  int local_size = 1;
+  int ranks_per_node = 0;   // the common local size; 0 when hosts differ or are not blocks
+  std::string problem;      // why ranks_per_node is 0 (same text on every rank)
+};
+HostTopology discover_host_topology(MPI_Comm world);
 
 class ProcessGroups {
 public:
@@ -32,7 +45,7 @@ public:
   void reset_counters();
 
 private:
-  friend ProcessGroups make_process_groups(MPI_Comm, int, int, bool);
+  friend ProcessGroups make_process_groups(MPI_Comm, const layout::Plan&);
   explicit ProcessGroups(const layout::Plan& plan) : plan_(plan) {}
   layout::Plan plan_;
   layout::Placement placement_;
@@ -46,5 +59,8 @@ private:
 // before any communicator is split.
 ProcessGroups make_process_groups(MPI_Comm world, int ranks_per_node, int partition_size,
                                   bool hierarchical);
+// The groups of a plan already resolved (layout::ResolvedLayout::plan()): no checks left
+// that could fail on some ranks only. Collective over `world`, whose size must be the plan's.
+ProcessGroups make_process_groups(MPI_Comm world, const layout::Plan& plan);
 
 }  // namespace mics::comm

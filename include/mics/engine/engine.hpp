@@ -1,5 +1,5 @@
 #pragma once
-// The MiCS sharded training engine (mics-design.md section 4).
+// The MiCS sharded training engine (docs/DESIGN.md section 4).
 //
 // Every rank is a data-parallel worker. Each bucket of the model is padded and split into
 // p chunks over the partition group; this rank owns chunk q (its partition rank) of every
@@ -16,6 +16,7 @@
 // The engine talks to the model only through its bucket-by-bucket calls, to the device
 // only through device::Backend and to other ranks only through comm::Collectives (device
 // buffers) and, for host scalars, MPI on the groups' communicators.
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -61,6 +62,9 @@ struct StepResult {
   double seconds = 0;            // wall time of the whole step on this rank
   std::int64_t tokens = 0;       // tokens processed by all ranks (global batch x seq)
   CommTime exposed;
+  // The loss or the gradient norm was not finite on some rank: every rank skipped the
+  // update (parameters and Adam states unchanged, gradients dropped) and moved on.
+  bool skipped = false;
 };
 
 // The shards of this rank, for checkpoints: per bucket `chunk` fp32 values of shard q.
@@ -122,6 +126,7 @@ public:
   std::vector<double> master_shard_f64(int bucket);
 
 private:
+  StepResult skip_step(double loss, double norm, std::chrono::steady_clock::time_point t0);
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::unique_ptr<model::Transformer> model_;

@@ -3,7 +3,7 @@
 // size p) to every rank's place in the partition, replication and hierarchical
 // sub-groups. No MPI here; mics::comm turns a Plan into communicators.
 //
-// Conventions (mics-design.md sections 2 and 3):
+// Conventions (docs/DESIGN.md sections 2 and 3):
 //   node n = rank / g, local index = rank % g; partition group = rank / p (consecutive,
 //   node-aligned blocks). Inside a group, let gn = min(p, g) be the group's ranks per
 //   node and k = max(1, p / g) the nodes it spans; the member at offset o = rank % p sits

@@ -67,7 +67,7 @@ void init_bucket(const ModelConfig& c, const BucketLayout& layout, int bucket,
                  std::size_t begin, std::size_t count, device::DType dt, void* out,
                  std::uint64_t seed);
 
-// mics-design.md section 6 (Narayanan et al. 2021, eq. 3): FLOPs for one forward and
+// docs/DESIGN.md section 6 (Narayanan et al. 2021, eq. 3): FLOPs for one forward and
 // backward pass over `sequences` sequences of c.seq tokens,
 //   F = 24 f B s l h^2 (1 + s/(6h) + V/(16 l h)),  f = 4 with recomputation, else 3.
 double training_flops(const ModelConfig& c, double sequences, bool recompute = false);

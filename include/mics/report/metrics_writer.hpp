@@ -7,7 +7,8 @@
 //   step, loss, val_loss, lr, grad_norm, step_ms, tokens_per_s, tflops_per_rank, mfu,
 //   exposed_comm_ms, then per communication group G (in the order given at construction)
 //   G_comm_ms, G_exposed_ms, G_bytes, then the layout: W, g, p, strategy, hierarchical,
-//   grad_sync (the same on every row, so files from several runs can be concatenated).
+//   grad_sync (the same on every row, so files from several runs can be concatenated),
+//   then skipped (1 when the step's update was skipped for a non-finite loss or norm).
 // Absent optional values (val_loss, mfu) are empty cells in CSV and null in JSON; non-
 // finite numbers are nan/inf in CSV and null in JSON (JSON has no NaN).
 #include <cstdio>
@@ -31,10 +32,12 @@ struct RunLayout {
 class MetricsWriter {
 public:
   // Creates (truncates) csv_path and, when jsonl_path is not empty, jsonl_path, and
-  // writes the CSV header. Every StepRecord written must list exactly comm_groups, in
-  // this order. Throws mics::UsageError naming a file that cannot be written.
+  // writes the CSV header; with append, adds to the files instead (the header only when
+  // the CSV is empty), for a resumed run. Every StepRecord written must list exactly
+  // comm_groups, in this order. Throws mics::UsageError naming a file that cannot be written.
   MetricsWriter(const std::string& csv_path, RunLayout layout,
-                std::vector<std::string> comm_groups = {}, const std::string& jsonl_path = "");
+                std::vector<std::string> comm_groups = {}, const std::string& jsonl_path = "",
+                bool append = false);
   void write(const StepRecord& r);
 
   static std::vector<std::string> columns(const std::vector<std::string>& comm_groups);

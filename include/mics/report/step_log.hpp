@@ -27,6 +27,7 @@ struct StepRecord {
   std::optional<double> mfu;         // fraction of the device peak, when the peak is known
   double exposed_comm_ms = 0.0;      // communication time compute waited for, all groups
   std::vector<GroupComm> comm;       // per group, in a fixed order across steps
+  bool skipped = false;              // non-finite loss or norm: no update was made
 };
 
 // Rank 0's line for one step, e.g.

@@ -24,7 +24,7 @@ struct RunOptions {
   device::DType compute = device::DType::f32;
   device::DType grad_reduce = device::DType::f32;
   std::string comm = "mpi";         // mpi | nccl
-  double comm_timeout_s = 300;
+  double comm_timeout_s = 300;     // watchdog on every blocking wait, any backend (0: off)
   double peak_tflops = 0;           // 0: the device's, when known
   std::string metrics;              // CSV file
   std::string metrics_jsonl;        // JSON-lines twin
@@ -35,6 +35,8 @@ struct RunOptions {
   int checkpoint_every = 0;
   int keep_last = 0;
   std::string resume;               // a file, a directory, or "latest"
+  bool overwrite_checkpoints = false;  // a fresh run may take over another run's folder
+  int max_bad_steps = 5;            // stop after this many non-finite steps in a row
   std::string config_text;          // the options as given, stored in checkpoints
 };
 
