@@ -43,7 +43,7 @@ reference() {
   t0=$(date +%s.%N)
   env "$marker" mpirun -np 4 --bind-to none "$train" "${common[@]}" --steps "$1" --ranks-per-node 2 \
     --partition-size 4 --metrics "$2" > "$D/reference.log" 2>&1 ||
-    { tail -n 5 "$D/reference.log"; fail "the uninterrupted reference run failed"; }
+    { tail -n 5 "$D/reference.log" >&2; fail "the uninterrupted reference run failed"; }
   echo "$(date +%s.%N) - $t0" | bc
 }
 
