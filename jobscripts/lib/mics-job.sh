@@ -172,7 +172,7 @@ mics_job_finish() {
     return "$rc"
   fi
   if [ "$sig" = TERM ] || [ "$sig" = INT ]; then
-    mics_note "stopped by SIG$sig with a checkpoint in $run_dir; not requeueing (resubmit with MICS_RUN_DIR=$run_dir to continue)"
+    mics_note "stopped by SIG$sig with a checkpoint in $run_dir; not requeueing (a preempted job is requeued by Slurm; after scancel resubmit with MICS_RUN_DIR=$run_dir to continue)"
     return "$rc"
   fi
   if [ "$restarts" -ge "$max" ]; then
