@@ -4,6 +4,7 @@
 #include "mics/checkpoint/checkpoint.hpp"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 #include "mics/core/agree.hpp"
 #include "mics/core/check.hpp"
 #include "mics/core/error.hpp"
+#include "mics/core/watchdog.hpp"
 
 namespace fs = std::filesystem;
 
@@ -251,6 +253,11 @@ template <class F>
 void stage(MPI_Comm comm, const std::string& file, F&& work) {
   std::string err;
   try {
+    // HDF5's collective calls can leave one rank waiting for a peer that failed inside
+    // the library (a flush on a disk that filled up): the watchdog ends such a wait.
+    const watchdog::Scope guard([](const void* f) {
+      return "collective HDF5 I/O on " + *static_cast<const std::string*>(f);
+    }, &file);
     work();
   } catch (const h5::Fault& f) {
     err = file + ": " + f.what;
@@ -260,15 +267,9 @@ void stage(MPI_Comm comm, const std::string& file, F&& work) {
   agree(comm, err);
 }
 
-void write_file(const std::string& temp, const ShardState& st, const Metadata& meta,
-                const std::vector<TensorRef>& refs, const Sums& sums) {
-  h5::Id fapl, f;
-  stage(st.comm, temp, [&] {
-    fapl = mpio_fapl(st.comm);
-    f = h5::checked(H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose, "creating the file");
-  });
-  h5::Id dcpl, dxpl;
-  stage(st.comm, temp, [&] { write_header(f, st, meta, dcpl, dxpl); });
+// One agreed stage per dataset: create it, its attributes, the collective write.
+void write_datasets(const std::string& temp, const ShardState& st, const std::vector<TensorRef>& refs,
+                    const Sums& sums, hid_t f, hid_t dcpl, hid_t dxpl) {
   for (std::size_t i = 0; i < refs.size(); ++i) {
     const auto& b = st.layout->buckets[refs[i].bucket];
     const auto& t = b.tensors[refs[i].tensor];
@@ -288,8 +289,47 @@ void write_file(const std::string& temp, const ShardState& st, const Metadata& m
         ds.close("closing " + path);
       });
   }
+}
+
+void write_stages(const std::string& temp, const ShardState& st, const Metadata& meta,
+                  const std::vector<TensorRef>& refs, const Sums& sums, h5::Id& fapl, h5::Id& f) {
+  stage(st.comm, temp, [&] {
+    fapl = mpio_fapl(st.comm);
+    f = h5::checked(H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose, "creating the file");
+  });
+  h5::Id dcpl, dxpl;
+  stage(st.comm, temp, [&] { write_header(f, st, meta, dcpl, dxpl); });
+  write_datasets(temp, st, refs, sums, f, dcpl, dxpl);
   stage(st.comm, temp, [&] { h5::check(H5Fflush(f, H5F_SCOPE_GLOBAL), "flushing the file"); });
   stage(st.comm, temp, [&] { f.close("closing the file"); });
+}
+
+// After an agreed failure (every rank is here). On a full disk the file's close fails as
+// well, and HDF5 keeps it open and crashes closing it again when MPI finalises (issue 11:
+// rc 139). So room is made first, by emptying the temporary file, and then every file
+// HDF5 still holds is closed (collectively: all ranks run this together).
+void close_after_failure(MPI_Comm comm, const std::string& temp, h5::Id& f) {
+  if (comm_rank(comm) == 0) (void)::truncate(temp.c_str(), 0);
+  MPI_Barrier(comm);
+  f.reset();
+  const ssize_t open = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_FILE);
+  if (open > 0) {
+    std::vector<hid_t> ids(static_cast<std::size_t>(open));
+    const ssize_t n = H5Fget_obj_ids(H5F_OBJ_ALL, H5F_OBJ_FILE, ids.size(), ids.data());
+    for (ssize_t i = 0; i < n; ++i) H5Fclose(ids[static_cast<std::size_t>(i)]);
+  }
+  h5::take_error();
+}
+
+void write_file(const std::string& temp, const ShardState& st, const Metadata& meta,
+                const std::vector<TensorRef>& refs, const Sums& sums) {
+  h5::Id fapl, f;
+  try {
+    write_stages(temp, st, meta, refs, sums, fapl, f);
+  } catch (const Error&) {
+    close_after_failure(st.comm, temp, f);
+    throw;
+  }
 }
 
 void write_header(hid_t f, const ShardState& st, const Metadata& meta, h5::Id& dcpl, h5::Id& dxpl) {
@@ -429,6 +469,23 @@ void commit(const std::string& dir, const std::string& temp, const std::string& 
 }
 }  // namespace
 
+namespace {
+// A disk that fills up inside HDF5's collective writes fails on some ranks only and can
+// leave the others waiting in the library; so the room a checkpoint needs (its data, plus
+// a margin for HDF5's metadata) is checked before the file is created.
+std::string space_problem(const std::string& dir, const model::BucketLayout& layout) {
+  struct statvfs v {};
+  if (::statvfs(dir.c_str(), &v) != 0) return "";  // not knowable: let the writes tell
+  const double need = 3.0 * 4.0 * static_cast<double>(layout.parameter_count()) * 1.1 + 256.0 * 1024;
+  const double have = static_cast<double>(v.f_bavail) * static_cast<double>(v.f_frsize);
+  if (have >= need) return "";
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s: not enough free space for a checkpoint (%.0f bytes needed, %.0f free); "
+                "free some space or choose another --checkpoint-dir", dir.c_str(), need, have);
+  return buf;
+}
+}  // namespace
+
 void set_save_hook_for_tests(SaveHook hook) { save_hook() = std::move(hook); }
 
 std::string save(const std::string& dir, const ShardState& st, const Metadata& meta_in, int keep_last,
@@ -462,6 +519,7 @@ std::string save(const std::string& dir, const ShardState& st, const Metadata& m
             " already exists; refusing to overwrite it";
     else
       fs::remove(temp, ec);  // left by a save that was killed
+    if (err.empty()) err = space_problem(dir, *st.layout);
   }
   agree_with_root(st.comm, err);
 

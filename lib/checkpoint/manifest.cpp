@@ -73,9 +73,16 @@ struct Unpacker {
     std::memcpy(&v, &b, sizeof v);
     return v;
   }
+  // A count of items of at least `bytes` each that must still fit in the blob (found by
+  // fuzzing: a corrupt count made vector::resize throw std::length_error).
+  std::size_t count(std::size_t bytes) {
+    const std::uint64_t n = u64();
+    MICS_ASSERT(n <= (in.size() - pos) / bytes, "manifest blob too short");
+    return static_cast<std::size_t>(n);
+  }
   std::string str() {
     const std::size_t n = u64();
-    MICS_ASSERT(pos + n <= in.size(), "manifest blob too short");
+    MICS_ASSERT(n <= in.size() - pos, "manifest blob too short");
     std::string s = in.substr(pos, n);
     pos += n;
     return s;
@@ -114,9 +121,9 @@ Metadata unpack_meta_from(Unpacker& u) {
     auto k = u.str();
     m.schedule[k] = u.f64();
   }
-  m.rng_state.resize(u.u64());
+  m.rng_state.resize(u.count(8));
   for (auto& v : m.rng_state) v = u.u64();
-  m.data_position.resize(u.u64());
+  m.data_position.resize(u.count(8));
   for (auto& v : m.data_position) v = u.u64();
   m.model_config = u.str();
   m.training_config = u.str();
@@ -164,7 +171,7 @@ Manifest unpack_manifest(const std::string& blob) {
   Manifest m;
   m.meta = unpack_meta_from(u);
   m.layout = parse_layout_record(u.str());
-  m.checksums.resize(u.u64());
+  m.checksums.resize(u.count(24));
   for (auto& c : m.checksums)
     for (auto& v : c) v = u.u64();
   m.file_bytes = u.u64();

@@ -31,16 +31,16 @@ TestSeams& test_seams() {
   return seams;
 }
 
-void run_stage(const char* label, const std::function<void()>& body) {
+void run_stage(const std::function<void()>& body) {
   std::string problem;
   try {
     body();
   } catch (const AgreedError&) {
     throw;  // already the same on every rank
   } catch (const std::bad_alloc&) {
-    problem = std::string(label) + "out of host memory";
+    problem = "out of host memory";
   } catch (const std::exception& e) {
-    problem = std::string(label) + e.what();
+    problem = e.what();
   }
   agree(MPI_COMM_WORLD, problem);
 }
@@ -128,11 +128,8 @@ std::size_t rank_memory(const Job& job) {
   return memory;
 }
 
-// Rank-local part of the layout stage: the size guard and this rank's memory.
-std::size_t local_layout_inputs(const Job& job) {
-  check_model_size(job.opt, job.world, *job.backend);
-  return job.opt.partition_auto ? rank_memory(job) : 0;
-}
+// Rank-local part of the layout stage: this rank's memory.
+std::size_t local_layout_inputs(const Job& job) { return job.opt.partition_auto ? rank_memory(job) : 0; }
 
 // auto follows the smallest memory of any rank, so that every rank picks the same p.
 std::size_t least_memory(std::size_t mine) {
@@ -190,25 +187,26 @@ std::unique_ptr<Job> set_up(const RunOptions& options) {
   MPI_Comm_size(MPI_COMM_WORLD, &j.world);
   watchdog::set_timeout(options.comm_timeout_s);
 
-  run_stage("", [&] { engine::accumulation_steps(j.opt.train, j.world); });
+  run_stage([&] { engine::accumulation_steps(j.opt.train, j.world); });
   j.host = comm::discover_host_topology(MPI_COMM_WORLD);  // collective; its verdict is shared
-  run_stage("", [&] { make_backend(j); });
-  run_stage("", [&] { j.collectives = make_collectives(j.opt, *j.backend, j.gpu); });
-  run_stage("", [&] { j.data = data::open_data(j.opt.data, static_cast<int>(j.opt.model.vocab)); });
+  run_stage([&] { make_backend(j); });
+  run_stage([&] { check_model_size(j.opt, j.world, *j.backend); });  // before anything sized by it
+  run_stage([&] { j.collectives = make_collectives(j.opt, *j.backend, j.gpu); });
+  run_stage([&] { j.data = data::open_data(j.opt.data, static_cast<int>(j.opt.model.vocab)); });
   agree_on_validation_data(j);
   std::size_t memory = 0;
-  run_stage("", [&] { memory = local_layout_inputs(j); });
+  run_stage([&] { memory = local_layout_inputs(j); });
   const std::size_t least = least_memory(memory);
-  run_stage("", [&] { resolve_the_layout(j, least); });
-  run_stage("", [&] { stage_checkpoints(j); });  // resume path, seed, folder ownership
-  run_stage("", [&] { j.groups.emplace(comm::make_process_groups(MPI_COMM_WORLD, j.layout->plan())); });
+  run_stage([&] { resolve_the_layout(j, least); });
+  run_stage([&] { stage_checkpoints(j); });  // resume path, seed, folder ownership
+  run_stage([&] { j.groups.emplace(comm::make_process_groups(MPI_COMM_WORLD, j.layout->plan())); });
   // Allocating can fail on some ranks only; every rank agrees before the engine's first
   // collective (refresh_compute_copies is one for zero2).
-  run_stage("", [&] { make_engine(j); });
+  run_stage([&] { make_engine(j); });
   j.engine->refresh_compute_copies();
   j.bridge = std::make_unique<CheckpointBridge>(*j.engine, *j.backend, *j.groups);
   if (!j.resume_path.empty()) load_resumed_state(j);
-  run_stage("", [&] { open_metrics(j); });
+  run_stage([&] { open_metrics(j); });
   return job;
 }
 

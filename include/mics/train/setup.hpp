@@ -33,10 +33,10 @@ struct TestSeams {
 TestSeams& test_seams();
 
 // Runs body on every rank and agrees on its outcome: any exception on any rank becomes the
-// same mics::AgreedError on all of them, its message prefixed with `label` (may be empty).
+// same mics::AgreedError on all of them (naming the rank and host when only some failed).
 // A body must not start a collective after something that can fail on some ranks only
 // (the ranks that failed would skip it): put such a collective between two stages.
-void run_stage(const char* label, const std::function<void()>& body);
+void run_stage(const std::function<void()>& body);
 
 // The engine's shards as the checkpoint library wants them: host spans. On a GPU backend
 // they are staged through host copies.

@@ -4,6 +4,7 @@
 // boundary, where the ranks agree on stop signals and the run may stop. Hooks run on
 // every rank and may be collective; each decides for itself whether this step concerns it.
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
