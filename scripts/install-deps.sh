@@ -11,6 +11,7 @@ packages=(
   libopenblas-dev                         # BLAS for the CPU backend
   python3-h5py python3-matplotlib         # checkpoint interoperability test, plots
   slurm-wlm munge                         # the Slurm job-script test (test/slurm)
+  shellcheck python3-venv                 # job-script lint; venv for the ParallelCluster schema test (test/aws)
 )
 
 missing=()
