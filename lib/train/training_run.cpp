@@ -175,6 +175,8 @@ int run_training(const RunOptions& o) {
     throw UsageError("--backend cuda: this mics-train was built without CUDA (MICS_ENABLE_CUDA=OFF); use --backend cpu");
 #endif
     backend = device::make_backend("cuda", 0, gpu);
+  } else if (opt.backend == "emulated") {
+    backend = device::make_emulated_backend(opt.emulated_tflops, opt.emulated_mem_gbps);
   } else {
     // Ranks of a node share its cores: without an explicit count, each takes its share,
     // so that oversubscribed OpenMP teams do not spin against each other.
@@ -335,6 +337,7 @@ int run_training(const RunOptions& o) {
     report::StepRecord rec;
     rec.step = r.step;
     rec.loss = r.loss;
+    rec.values_computed = backend->computes_values();
     rec.lr = r.lr;
     rec.grad_norm = r.grad_norm;
     rec.step_ms = r.seconds * 1e3;
