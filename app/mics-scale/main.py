@@ -2,6 +2,7 @@
 import argparse
 import datetime
 import os
+import signal
 import sys
 import time
 
@@ -104,6 +105,10 @@ def main(source_dir, bin_dir, argv):
     started = f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M}"
     load_start = os.getloadavg()[0]
     runs = runner.schedule(study, args.out, target.baselines)
+    # TERM (a batch system's time limit, kill) stops the current run cleanly like Ctrl-C;
+    # INT is restored in case a background launch left it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         run_all(runs, target, bin_dir, args.retry_failed)
     except KeyboardInterrupt:

@@ -92,6 +92,14 @@ class EmulatedTarget:
                 "--"] + train
 
 
+def ignore_links(study, target):
+    """Real clusters have their own network: link rates apply to the emulated target only."""
+    if study.links != ["none"]:
+        print(f"mics-scale: link = {' '.join(study.links)} applies to the emulated target; "
+              f"target {target} runs on the cluster's own network", flush=True)
+    study.links = ["native"]
+
+
 class SlurmTarget:
     """Each run is a job step (srun) inside the allocation mics-scale runs in."""
     name = "slurm"
@@ -108,8 +116,7 @@ class SlurmTarget:
         have = int(os.environ.get("SLURM_JOB_NUM_NODES", os.environ.get("SLURM_NNODES", "0")))
         if have and have < max(study.nodes):
             raise StudyError(f"nodes = {max(study.nodes)}: the allocation has only {have} nodes")
-        if study.links != ["none"]:
-            raise StudyError("link: --target slurm runs on the cluster's own network; drop link")
+        ignore_links(study, "slurm")
 
     def command(self, run, train):
         g = run.study.ranks_per_node
@@ -134,8 +141,7 @@ class HostfileTarget:
         if len(self.hosts) < max(study.nodes):
             raise StudyError(f"--hostfile {path}: {len(self.hosts)} hosts, the study needs "
                              f"{max(study.nodes)}")
-        if study.links != ["none"]:
-            raise StudyError("link: --target hostfile runs on the cluster's own network; drop link")
+        ignore_links(study, "hostfile")
 
     def command(self, run, train):
         g = run.study.ranks_per_node
@@ -155,7 +161,9 @@ def last_line(path):
             lines = [l.strip() for l in f if l.strip()]
     except OSError:
         return ""
-    return lines[-1] if lines else ""
+    # The first line is the command mics-scale wrote; a run that printed nothing says so.
+    lines = lines[1:] if lines and lines[0].startswith("$ ") else lines
+    return lines[-1] if lines else "(no output)"
 
 
 def children_cpu():

@@ -1,7 +1,7 @@
 // Emulated backend: a compute model for scaling studies on machines with few cores.
-// Memory, copies, streams and events are the CPU backend's (every buffer is allocated
-// and every byte the engine moves is really moved, so collectives carry real data), but
-// each kernel's arithmetic is replaced by waiting the time a device of the given speed
+// Memory, host<->device copies, streams and events are the CPU backend's (every buffer
+// is allocated and every byte the engine stages is really moved, and collectives carry
+// real data), but each kernel's arithmetic (device-internal copies included) is replaced by waiting the time a device of the given speed
 // would take: max(FLOPs / peak, bytes touched / memory bandwidth) (a roofline). The wait
 // sleeps, so sixteen emulated ranks can share two cores with the network stack.
 //
@@ -74,9 +74,12 @@ public:
     settle();
     host_->copy_to_host(dst, src, bytes, s);
   }
-  void copy(void* dst, const void* src, std::size_t bytes, Stream* s) override {
-    settle();
-    host_->copy(dst, src, bytes, s);
+  // A copy within the device is a kernel like any other (on a GPU, a device-to-device
+  // copy at memory speed): modelled, not done, since no value on the device means
+  // anything here. Host<->device copies above are real: they are the staging the engine
+  // does around communication.
+  void copy(void*, const void*, std::size_t bytes, Stream*) override {
+    work(0, 2 * static_cast<double>(bytes));
   }
 
   Stream& compute_stream() override { return stream_; }
