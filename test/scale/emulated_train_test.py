@@ -7,7 +7,7 @@ compute dominates each step (about 0.14 s per step), and checks:
 - exit status 0, one step line per step, each saying the loss was not computed;
 - the metrics CSV's loss/val_loss/grad_norm cells say "n/a (emulated compute)";
 - the step time follows the model: the MFU the run reports (model FLOPs over the
-  emulated rate) lies in [0.35, 1.05] as a median over steps 2..8 (above 1 would mean
+  emulated rate) lies in [0.2, 1.1] as a median over steps 2..8 (above 1 would mean
   kernels took less than their modelled time; far below, that something else dominates);
 - the summary says the final loss was not computed.
 The bounds are wide on purpose (a loaded machine wakes sleepers late)."""
@@ -63,6 +63,6 @@ for r in rows:
 mfu = statistics.median(float(r["mfu"]) for r in rows[1:])
 step_ms = statistics.median(float(r["step_ms"]) for r in rows[1:])
 print(f"emulated_train_test: {ranks} ranks: median step {step_ms:.1f} ms, MFU {mfu:.3f} of the emulated rate")
-if not 0.35 <= mfu <= 1.05:
-    fail(f"median MFU {mfu:.3f} outside [0.35, 1.05]: the step time does not follow the compute model")
+if not 0.2 <= mfu <= 1.1:
+    fail(f"median MFU {mfu:.3f} outside [0.2, 1.1]: the step time does not follow the compute model")
 print("emulated_train_test: PASS")

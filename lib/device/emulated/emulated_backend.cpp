@@ -8,8 +8,10 @@
 // The modelled work goes into a queue the way a GPU stream's does: a kernel extends the
 // queue's due time, and the host sleeps until it only once more than kSlack is pending,
 // or at any point where a result must be complete (stream or event synchronisation,
-// copies, host reductions). Several tiny kernels thus cost one sleep, not one each, and
-// the error against the model is at most kSlack per synchronisation point.
+// host copies, host reductions). Several tiny kernels thus cost one sleep, not one each;
+// work the engine hands to communication without synchronising (the CPU path has no
+// events) runs ahead of the model by at most kSlack; and a sleep that wakes late is
+// paid back by the kernels after it (see work()).
 //
 // Nothing is computed: buffers keep whatever they held, and the host reductions (the
 // losses, the gradient norm) return NaN; computes_values() says so to the reports.
@@ -221,12 +223,20 @@ private:
     if (bytes_per_s_ > 0) seconds = std::max(seconds, bytes / bytes_per_s_);
     modelled_s_ += seconds;
     const auto now = Clock::now();
-    if (due_ < now) due_ = now;
+    // An idle queue restarts at `now`, less what the last sleep overshot: a late wake-up
+    // is this emulation's artefact (a busy machine's scheduler), not device time, so the
+    // next kernels pay it back instead of every sleep adding its lateness to the step.
+    if (due_ < now) due_ = std::max(due_, now - late_);
+    late_ = Clock::duration::zero();
     due_ += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-    if (due_ - now > kSlack) std::this_thread::sleep_until(due_);
+    if (due_ - now > kSlack) sleep_until_due();
   }
   void settle() {
-    if (Clock::now() < due_) std::this_thread::sleep_until(due_);
+    if (Clock::now() < due_) sleep_until_due();
+  }
+  void sleep_until_due() {
+    std::this_thread::sleep_until(due_);
+    late_ = std::max(Clock::duration::zero(), Clock::now() - due_);
   }
 
   double flops_per_s_;
@@ -234,6 +244,7 @@ private:
   std::unique_ptr<Backend> host_;
   SettlingStream stream_{*this};
   Clock::time_point due_{};
+  Clock::duration late_{};   // how late the last sleep woke up, credited to the next kernel
   double modelled_s_ = 0.0;
 };
 
