@@ -8,7 +8,7 @@
 # configuration as a job step (srun --mpi=pmix) inside it; study_test.py checks the
 # report. Needs root and slurm-wlm/munge (scripts/install-deps.sh): missing ones fail.
 set -euo pipefail
-scale=$1 check=$2 study=$3 out=$4
+scale=$1 check=$2 study=$(realpath "$3") out=$4
 fail() { echo "slurm_study: FAIL: $*" >&2; exit 1; }
 for tool in munged mungekey slurmctld slurmd salloc srun sinfo scontrol; do
   command -v "$tool" >/dev/null 2>&1 || fail "$tool not found; install slurm-wlm and munge (bash scripts/install-deps.sh)"
@@ -114,4 +114,23 @@ export OMPI_MCA_btl_vader_backing_directory=$D/shm/\$SLURMD_NODENAME
 exec "$(dirname "$scale")/mics-train" "\$@"
 WRAP
 chmod +x "$D/rank.sh"
-env "$marker" MICS_TRAIN="$D/rank.sh" timeout 280 "$check" "$scale" "$study" "$out" --target slurm
+env "$marker" MICS_TRAIN="$D/rank.sh" timeout 200 "$check" "$scale" "$study" "$out" --target slurm
+
+# The batch form: jobscripts/mics-scale.sbatch in one allocation, into a fresh folder.
+src=$(cd "$(dirname "$0")/../.." && pwd)
+mkdir -p "$D/submit"
+cd "$D/submit"
+job=$(env "$marker" MICS_HOME="$src" MICS_TRAIN="$D/rank.sh" \
+  sbatch --parsable -N 2 --ntasks-per-node=2 --time=5 "$src/jobscripts/mics-scale.sbatch" \
+    "$study" --out "$D/batch-out") || fail "sbatch refused the study job"
+job=${job%%;*}
+for _ in $(seq 450); do   # 90 s
+  [ -z "$(squeue -h -j "$job" 2>/dev/null)" ] && break
+  sleep 0.2
+done
+info=$(scontrol show job "$job")
+grep -q "JobState=COMPLETED" <<<"$info" && grep -q " ExitCode=0:0" <<<"$info" ||
+  { cat "$D/submit/mics-scale-$job.out" 2>/dev/null; fail "study job $job: $(grep -o 'JobState=[A-Z]*' <<<"$info")"; }
+rows=$(( $(wc -l < "$D/batch-out/report.csv") - 1 ))
+[ "$rows" = 3 ] || fail "the batch study wrote $rows report rows, expected 3"
+echo "slurm_study: PASS (salloc and sbatch)"
