@@ -58,18 +58,36 @@ def wire_per_step(run_summary, baseline, steps):
     return sum(tx) / len(tx), max(rx)
 
 
+PLAN_MODEL_OPTIONS = ("--seq", "--layers", "--hidden", "--heads", "--vocab", "--variant")
+
+
+def plan_args(study, n):
+    """mics-plan's options for the study's runs at n nodes: the model, its overrides from
+    train-args, and the batch (weak or strong scaling) and micro-batch."""
+    args = ["--model", study.model, "--cluster", study.cluster, "--nodes", str(n),
+            "--micro-batch", str(study.micro_batch)]
+    args += (["--global-batch", str(study.global_batch)] if study.global_batch
+             else ["--batch-per-gpu", str(study.batch_per_rank)])
+    t = study.train_args
+    for i, a in enumerate(t):
+        key = a.split("=", 1)[0]
+        if key in PLAN_MODEL_OPTIONS:
+            args += [a] if "=" in a else t[i:i + 2]
+    return args
+
+
 def plan_predictions(study, bin_dir, out_dir):
     """{(strategy, p, hierarchical, nodes): step_ms} from mics-plan, when the study names a
-    cluster file and mics-plan can predict; (predictions, note)."""
+    cluster file and mics-plan can predict; (predictions, note). Rows for another rank
+    count (the cluster file's ranks per node differ from the study's) do not match."""
     if not study.cluster:
         return {}, "no cluster file in the study: predicted_step_ms left empty"
-    plan = os.path.join(bin_dir, "mics-plan")
+    plan = os.environ.get("MICS_PLAN", os.path.join(bin_dir, "mics-plan"))
     preds, notes = {}, []
     for n in study.nodes:
         path = os.path.join(out_dir, f"plan-n{n}.csv")
-        cmd = [plan, "--model", study.model, "--cluster", study.cluster, "--nodes", str(n),
-               "--csv", path]
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        r = subprocess.run([plan] + plan_args(study, n) + ["--csv", path],
+                           capture_output=True, text=True)
         if r.returncode != 0 or not os.path.isfile(path):
             lines = (r.stdout + r.stderr).strip().splitlines()
             notes.append(f"mics-plan could not predict at {n} nodes: {lines[-1] if lines else r.returncode}")
@@ -77,6 +95,8 @@ def plan_predictions(study, bin_dir, out_dir):
         with open(path) as f:
             for row in csv.DictReader(f):
                 try:
+                    if "gpus" in row and int(row["gpus"]) != study.world(n):
+                        continue
                     key = (row["strategy"], int(row["partition_size"]),
                            row["hierarchical"].strip().lower() in ("1", "true", "yes", "on"),
                            int(row["nodes"]))

@@ -40,7 +40,8 @@ writes = stub('''while [ $# -gt 0 ]; do case $1 in --nodes) n=$2; shift;; --csv)
 { echo "strategy,partition_size,hierarchical,nodes,gpus,step_ms,mem_gib"
   echo "zero3,$((2 * n)),false,$n,$((2 * n)),$((100 * n)).5,1"
   echo "mics,2,false,$n,$((2 * n)),$((10 * n)),1"
-  echo "mics,4,false,$n,$((2 * n)),999,1"; } > "$out"
+  echo "mics,4,false,$n,$((2 * n)),999,1"
+  echo "mics,2,false,$n,$((8 * n)),5,1"; } > "$out"
 ''')
 preds, note = report.plan_predictions(study, writes, work)
 want = {("zero3", 4, False, 2): 200.5, ("mics", 2, False, 2): 20.0, ("mics", 4, False, 2): 999.0,
