@@ -160,6 +160,9 @@ def config_row(study, n, link, st, group, preds):
     losses = [s["final_loss"] for s in sums if s["final_loss"] not in (None, "")]
     row["final_loss"] = losses[-1] if losses else None
     row["predicted_step_ms"] = preds.get((st.name, p, st.hierarchical, n))
+    if row["predicted_step_ms"] is None and st.name == "mics" and p == w:
+        # mics with one group over the world is zero3 by another name (mics-plan's name).
+        row["predicted_step_ms"] = preds.get(("zero3", p, st.hierarchical, n))
     cpu = [(r.status() or {}) for r in ok]
     walls = sum(s.get("wall_s", 0) for s in cpu)
     row["cpu_per_wall"] = sum(s.get("cpu_s", 0) for s in cpu) / walls if walls else None
