@@ -11,6 +11,7 @@ packages=(
   libopenblas-dev                         # BLAS for the CPU backend
   python3-h5py python3-matplotlib         # checkpoint interoperability test, plots
   slurm-wlm munge                         # the Slurm job-script test (test/slurm)
+  iproute2                                # emulated nodes: ip netns, tc tbf (scripts/emu-cluster.sh)
 )
 
 missing=()
