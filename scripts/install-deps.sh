@@ -12,6 +12,7 @@ packages=(
   python3-h5py python3-matplotlib         # checkpoint interoperability test, plots
   slurm-wlm munge                         # the Slurm job-script test (test/slurm)
   shellcheck python3-venv                 # job-script lint; venv for the ParallelCluster schema test (test/aws)
+  iproute2                                # emulated nodes: ip netns, tc tbf (scripts/emu-cluster.sh)
 )
 
 missing=()

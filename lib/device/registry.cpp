@@ -26,9 +26,25 @@ std::vector<std::string> available_backends() {
   return names;
 }
 
+namespace {
+
+// "emulated:TFLOPS[:GBPS]" -> the compute model's rates.
+std::unique_ptr<Backend> emulated_from_name(const std::string& name) {
+  std::istringstream in(name.substr(std::string("emulated:").size()));
+  double tflops = 0, gbps = 0;
+  char sep = 0;
+  const bool ok = static_cast<bool>(in >> tflops) && (in.eof() || (in >> sep >> gbps && sep == ':' && in.eof()));
+  if (!ok)
+    throw UsageError("device backend '" + name + "': expected emulated:TFLOPS or emulated:TFLOPS:GBPS");
+  return make_emulated_backend(tflops, gbps);
+}
+
+}  // namespace
+
 std::unique_ptr<Backend> make_backend(const std::string& name, int threads, int device) {
   (void)device;
   if (name == "cpu") return make_cpu_backend(threads);
+  if (name.rfind("emulated:", 0) == 0) return emulated_from_name(name);
 #ifdef MICS_HAVE_CUDA
   if (name == "cuda" && cuda_device_count() > 0) return make_cuda_backend(device);
 #endif

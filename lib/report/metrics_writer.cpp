@@ -117,8 +117,12 @@ void MetricsWriter::write(const StepRecord& r) {
 
   const std::string hier = layout_.hierarchical ? "true" : "false";
   std::string row = std::to_string(r.step);
+  // Under the emulated backend nothing was computed: the cells say so rather than hold NaN.
+  const std::string not_computed = "n/a (emulated compute)";
+  const bool v = r.values_computed;
   for (const std::string& cell :
-       {csv_number(r.loss), csv_number(r.val_loss), csv_number(r.lr), csv_number(r.grad_norm),
+       {v ? csv_number(r.loss) : not_computed, v ? csv_number(r.val_loss) : not_computed,
+        csv_number(r.lr), v ? csv_number(r.grad_norm) : not_computed,
         csv_number(r.step_ms), csv_number(r.tokens_per_s), csv_number(r.tflops_per_rank),
         csv_number(r.mfu), csv_number(r.exposed_comm_ms)})
     append(row, {",", cell});
@@ -136,7 +140,8 @@ void MetricsWriter::write(const StepRecord& r) {
              ",\"grad_norm\":", json_number(r.grad_norm), ",\"step_ms\":", json_number(r.step_ms),
              ",\"tokens_per_s\":", json_number(r.tokens_per_s),
              ",\"tflops_per_rank\":", json_number(r.tflops_per_rank), ",\"mfu\":", json_number(r.mfu),
-             ",\"exposed_comm_ms\":", json_number(r.exposed_comm_ms), ",\"comm\":{"});
+             ",\"exposed_comm_ms\":", json_number(r.exposed_comm_ms),
+             v ? "" : ",\"values_computed\":false", ",\"comm\":{"});
   for (std::size_t i = 0; i < r.comm.size(); ++i) {
     const auto& g = r.comm[i];
     append(j, {i ? "," : "", json_text(g.group), ":{\"ms\":", json_number(g.ms),

@@ -28,10 +28,15 @@ std::string format_step_line(const StepRecord& r, std::int64_t total_steps,
   } else {
     line = sprintf("step %lld", static_cast<long long>(r.step));
   }
-  line += sprintf(" | loss %.4f", r.loss);
-  if (r.val_loss) line += sprintf(" | val %.4f", *r.val_loss);
-  line += sprintf(" | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s | %.4g TFLOPS/rank", r.lr,
-                  r.grad_norm, r.step_ms, r.tokens_per_s, r.tflops_per_rank);
+  if (r.values_computed) {
+    line += sprintf(" | loss %.4f", r.loss);
+    if (r.val_loss) line += sprintf(" | val %.4f", *r.val_loss);
+    line += sprintf(" | lr %.2e | norm %.3f", r.lr, r.grad_norm);
+  } else {
+    line += sprintf(" | loss n/a (emulated compute) | lr %.2e", r.lr);
+  }
+  line += sprintf(" | %.1f ms | %.0f tok/s | %.4g TFLOPS/rank", r.step_ms, r.tokens_per_s,
+                  r.tflops_per_rank);
   if (r.mfu) line += sprintf(" | MFU %.1f%%", 100.0 * *r.mfu);
   line += sprintf(" | exposed comm %.1f ms", r.exposed_comm_ms);
   if (r.skipped) line += " | SKIPPED: non-finite, no update";

@@ -36,9 +36,10 @@ RunSummary SummaryAccumulator::summary() const {
   s.mean_exposed_comm_ms /= n;
   // An MFU mean over only some steps would mislead; report it when every step had one.
   if (mfu_n == static_cast<std::size_t>(s.timed_steps)) s.mean_mfu = mfu_sum / n;
-  s.final_loss = steps_.back().loss;
+  s.values_computed = steps_.back().values_computed;
+  if (s.values_computed) s.final_loss = steps_.back().loss;
   for (auto it = steps_.rbegin(); it != steps_.rend(); ++it)
-    if (it->val_loss) {
+    if (it->val_loss && s.values_computed) {
       s.final_val_loss = it->val_loss;
       break;
     }
@@ -74,6 +75,7 @@ std::string format_summary(const RunSummary& s) {
   std::string out = sprintf("summary: %lld steps, means over the last %lld\n",
                             static_cast<long long>(s.steps), static_cast<long long>(s.timed_steps));
   if (s.final_loss) out += sprintf("  final loss: %.4f\n", *s.final_loss);
+  if (!s.values_computed) out += "  final loss: not computed (emulated compute)\n";
   if (s.final_val_loss) out += sprintf("  final val loss: %.4f\n", *s.final_val_loss);
   out += sprintf("  mean step time: %.1f ms\n", s.mean_step_ms);
   out += sprintf("  mean tokens/s: %.0f\n", s.mean_tokens_per_s);

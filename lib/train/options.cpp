@@ -70,7 +70,14 @@ po::options_description option_description() {
 
   po::options_description dev("Device and communication");
   dev.add_options()
-    ("backend", po::value<std::string>()->default_value("cpu"), "cpu or cuda")
+    ("backend", po::value<std::string>()->default_value("cpu"),
+     "cpu, cuda, or emulated (the compute model: real buffers, copies and collectives, but "
+     "each kernel only sleeps its modelled time; losses are not computed)")
+    ("emulated-tflops", po::value<double>()->default_value(0),
+     "--backend emulated: the modelled device's dense rate in TFLOPS (kernel time = FLOPs / rate)")
+    ("emulated-mem-gbps", po::value<double>()->default_value(0),
+     "--backend emulated: its memory bandwidth in GB/s (kernel time at least bytes / bandwidth; "
+     "0: memory traffic not modelled)")
     ("threads", po::value<int>()->default_value(0), "CPU backend threads per rank (0: OMP_NUM_THREADS)")
     ("device", po::value<int>()->default_value(-1), "GPU ordinal (-1: local rank modulo GPUs)")
     ("compute-dtype", po::value<std::string>(),
@@ -225,8 +232,17 @@ bool parse_options(int argc, char** argv, RunOptions& o, std::string& help_out) 
   require(opt.weight_decay >= 0, "--weight-decay must not be negative");
 
   o.backend = get<std::string>(vm, "backend");
-  require(o.backend == "cpu" || o.backend == "cuda",
-          "--backend '" + o.backend + "' is not known; choose cpu or cuda");
+  require(o.backend == "cpu" || o.backend == "cuda" || o.backend == "emulated",
+          "--backend '" + o.backend + "' is not known; choose cpu, cuda or emulated");
+  o.emulated_tflops = get<double>(vm, "emulated-tflops");
+  o.emulated_mem_gbps = get<double>(vm, "emulated-mem-gbps");
+  if (o.backend == "emulated")
+    require(o.emulated_tflops > 0 && o.emulated_mem_gbps >= 0,
+            "--backend emulated needs --emulated-tflops T > 0 (and --emulated-mem-gbps B >= 0), e.g. "
+            "--emulated-tflops 10");
+  else
+    require(o.emulated_tflops == 0 && o.emulated_mem_gbps == 0,
+            "--emulated-tflops and --emulated-mem-gbps apply only to --backend emulated");
   o.threads = get<int>(vm, "threads");
   require(o.threads >= 0, "--threads " + std::to_string(o.threads) + " must be 0 (OMP_NUM_THREADS) or a positive count");
   o.device = get<int>(vm, "device");

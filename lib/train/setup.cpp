@@ -77,6 +77,10 @@ void make_backend(Job& job) {
     throw UsageError("--backend cuda: this mics-train was built without CUDA (MICS_ENABLE_CUDA=OFF); use --backend cpu");
 #endif
   }
+  if (o.backend == "emulated") {
+    job.backend = device::make_emulated_backend(o.emulated_tflops, o.emulated_mem_gbps);
+    return;
+  }
   // Ranks of a node share its cores: without an explicit count, each takes its share,
   // so that oversubscribed OpenMP teams do not spin against each other.
   int threads = o.threads;

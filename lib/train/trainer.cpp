@@ -22,6 +22,7 @@ report::StepRecord Trainer::record(const engine::StepResult& r) {
   report::StepRecord rec;
   rec.step = r.step;
   rec.loss = r.loss;
+  rec.values_computed = job_.backend->computes_values();
   rec.lr = r.lr;
   rec.grad_norm = r.grad_norm;
   rec.step_ms = r.seconds * 1e3;

@@ -95,6 +95,11 @@ public:
   virtual double peak_flops(DType dt) const { (void)dt; return 0.0; }
   // Number of threads the CPU backend uses (OpenMP and BLAS); 1 on GPU backends.
   virtual int threads() const { return 1; }
+  // False for the emulated backend, whose kernels only take their modelled time: losses,
+  // norms and every tensor's contents are then meaningless and reports must say so.
+  virtual bool computes_values() const { return true; }
+  // Kernel time the compute model has charged so far (emulated backend; 0 elsewhere).
+  virtual double modelled_seconds() const { return 0.0; }
 
   // --- memory -----------------------------------------------------------------------------
   // Device memory, aligned to at least 256 bytes. allocate(0) returns nullptr.
@@ -305,6 +310,13 @@ std::unique_ptr<Backend> make_backend(const std::string& name, int threads = 0,
                                       int device = 0);
 
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+
+// The compute model (lib/device/emulated): host memory and real copies, but every kernel
+// only waits (sleeping) max(FLOPs / (tflops x 1e12), bytes / (mem_gbps x 1e9)) seconds;
+// mem_gbps = 0 leaves memory traffic out. Not among available_backends(): it computes
+// nothing, so the numeric tests must not run on it. make_backend also accepts
+// "emulated:TFLOPS[:GBPS]". Throws mics::UsageError for a non-positive rate.
+std::unique_ptr<Backend> make_emulated_backend(double tflops, double mem_gbps = 0.0);
 
 #ifdef MICS_HAVE_CUDA
 // Implemented in lib/device/cuda. cuda_device_count() returns 0 (never throws) when no

@@ -29,6 +29,9 @@ struct StepRecord {
   double exposed_comm_ms = 0.0;      // communication time compute waited for, all groups
   std::vector<GroupComm> comm;       // per group, in a fixed order across steps
   bool skipped = false;              // non-finite loss or norm: no update was made
+  // False under the emulated backend (a compute model): loss, val loss and norm were not
+  // computed, and the step line and metrics say so instead of printing them.
+  bool values_computed = true;
 };
 
 // Rank 0's line for one step, e.g.

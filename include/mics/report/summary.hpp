@@ -27,6 +27,7 @@ struct RunSummary {
   std::optional<double> mean_mfu;
   double mean_exposed_comm_ms = 0.0;
   std::optional<double> final_loss;
+  bool values_computed = true;            // false under the emulated backend
   std::optional<double> final_val_loss;
   std::uint64_t model_state_bytes_per_rank = 0;  // 0: not reported
   std::uint64_t peak_bytes_per_rank = 0;         // 0: not reported

@@ -18,7 +18,9 @@ struct RunOptions {
   engine::TrainConfig train;
   bool partition_auto = false;      // --partition-size auto
   std::string data = "synthetic";   // --data: synthetic | DIR/name | FILE.bin
-  std::string backend = "cpu";
+  std::string backend = "cpu";      // cpu | cuda | emulated
+  double emulated_tflops = 0;       // --backend emulated: modelled compute rate
+  double emulated_mem_gbps = 0;     // and memory bandwidth (0: not modelled)
   int threads = 0;                  // CPU backend threads (0: OMP_NUM_THREADS or all)
   int device = -1;                  // GPU ordinal (-1: local rank modulo GPUs)
   device::DType compute = device::DType::f32;
