@@ -24,6 +24,7 @@
 #include "mics/report/metrics_writer.hpp"
 #include "mics/report/step_log.hpp"
 #include "mics/report/summary.hpp"
+#include "mics/train/tools.hpp"
 #if MICS_HAVE_CUDA
 #include "mics/comm/nccl_collectives.hpp"
 #include "mics/comm/staged_collectives.hpp"
@@ -176,12 +177,11 @@ int run_training(const RunOptions& o) {
 #endif
     backend = device::make_backend("cuda", 0, gpu);
   } else {
-    // Ranks of a node share its cores: without an explicit count, each takes its share,
-    // so that oversubscribed OpenMP teams do not spin against each other.
-    int threads = opt.threads;
-    if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr)
-      threads = std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)) / host.size);
-    backend = device::make_backend("cpu", threads);
+    // Ranks sharing CPUs each take their share of the affinity mask (tools.hpp), so that
+    // oversubscribed OpenMP teams do not spin against each other.
+    const CpuThreads cpu = cpu_threads_per_rank(opt.threads);
+    say("mics-train: " + cpu.note);
+    backend = device::make_backend("cpu", cpu.threads);
   }
 
   const int g = tc.ranks_per_node > 0 ? tc.ranks_per_node : host.size;
@@ -208,7 +208,7 @@ int run_training(const RunOptions& o) {
 
   // A save must not be the first to find that the directory is unusable: that would come
   // after the training it was meant to keep.
-  if (!opt.checkpoint_dir.empty()) {
+  if (!opt.checkpoint_dir.empty() && !opt.eval_only) {  // --eval-only leaves the folder alone
     std::string problem;
     if (rank == 0) {
       std::error_code ec;
@@ -250,7 +250,7 @@ int run_training(const RunOptions& o) {
        << plan.node_count() << " nodes of " << plan.ranks_per_node() << "), strategy "
        << engine::to_string(tc.strategy) << ", p=" << p << (opt.partition_auto ? " (auto)" : "")
        << ", replication " << plan.replication_size() << ", hierarchical "
-       << (groups.hierarchical() ? "on" : "off") << ", grad-sync " << engine::to_string(tc.grad_sync)
+       << hierarchical_note(tc.hierarchical, groups.hierarchical(), p, plan.ranks_per_node()) << ", grad-sync " << engine::to_string(tc.grad_sync)
        << ", backend " << backend->name() << " " << device::dtype_name(opt.compute) << ", comm "
        << collectives->backend();
     say(os.str());
@@ -271,6 +271,10 @@ int run_training(const RunOptions& o) {
         " (written by " + std::to_string(meta.layout.world_size) + " ranks, " + meta.layout.strategy +
         " p=" + std::to_string(meta.layout.partition_size) + ")");
   }
+  // Around a trained model (tools.hpp): evaluation only; a checkpoint with nothing left to do.
+  if (opt.eval_only) return run_eval_only(opt, eng, data, resume_path, world);
+  if (!resume_path.empty() && eng.step() >= tc.steps) return nothing_to_do(resume_path, eng.step(), tc.steps);
+  TrainingSampler sampler(opt, eng, *backend, lead);
 
   auto save = [&]() {
     checkpoint::Metadata meta;
@@ -364,6 +368,7 @@ int run_training(const RunOptions& o) {
     if (lead && (r.step % opt.log_every == 0 || last || r.step == 1))
       std::printf("%s\n", report::format_step_line(rec, tc.steps, eta_s).c_str()), std::fflush(stdout);
     if (metrics) metrics->write(rec);
+    sampler.after_step(r.step);  // --sample-every (tools.hpp)
     summary.add(rec);
     if (!opt.checkpoint_dir.empty() &&
         ((opt.checkpoint_every > 0 && r.step % opt.checkpoint_every == 0) || last))

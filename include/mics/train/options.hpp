@@ -36,6 +36,13 @@ struct RunOptions {
   int keep_last = 0;
   std::string resume;               // a file, a directory, or "latest"
   std::string config_text;          // the options as given, stored in checkpoints
+  // Around a trained model (tools.hpp): evaluation only and periodic samples.
+  bool eval_only = false;           // --eval-only: validation loss of --resume, then exit
+  std::string eval_output;          // --eval-output FILE: append that result as a JSON line
+  int sample_every = 0;             // --sample-every N (0: never)
+  int sample_tokens = 128;
+  std::string sample_prompt;        // empty: start a new document (end-of-text token)
+  double sample_temperature = 1.0;
 };
 
 boost::program_options::options_description option_description();
