@@ -48,7 +48,7 @@ CpuThreads cpu_threads_per_rank(int requested) {
   } else {
     t.threads = threads_for_mask(cpus, sharing);
     t.note = "CPU threads per rank: " + std::to_string(t.threads) + " (" + std::to_string(cpus) +
-             " CPUs in the process's affinity mask, shared by " + std::to_string(sharing) +
+             (cpus == 1 ? " CPU" : " CPUs") + " in the process's affinity mask, shared by " + std::to_string(sharing) +
              (sharing == 1 ? " rank" : " ranks") + " on this host)";
   }
   return t;

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """english_words.py --generate BIN --checkpoint CKPT --corpus SHARD [--min F | --max F]
 
-Asks mics-generate to continue a prompt taken from the training corpus and measures how
-much of the continuation is real English: the fraction of its words (maximal runs of
-ASCII letters, lower-cased, counting repeats; the first and last run are dropped, since
-they may be cut by the prompt or by the token limit) that occur as words in the corpus
-shard. --min F passes when that fraction is at least F (a trained model); --max F passes
-when it is at most F (an untrained one: the measure must tell them apart). Prints the
-measure, the word counts and the text, and exits 1 on failure.
+Asks mics-generate to continue a prompt taken from the training corpus, once per seed,
+and measures how much of the continuations is real English: the fraction of their words
+(maximal runs of two or more ASCII letters, lower-cased, counting repeats; the first and
+last run of each continuation are dropped, since the prompt or the token limit may cut
+them) that occur as words of the corpus shard (the same runs of its text). Single
+letters are left out: the corpus has most of them ("s" from "program's"), so they would
+count as words whatever the model. --min F passes when that fraction is at least F, with
+at least --min-words words of which a third distinct (a trained model; a model stuck on
+"the the the" fails); --max F passes when it is at most F (an untrained model: the
+measure must tell the two apart). Prints the measure, the counts and the text; exits 1
+on failure.
 """
 import argparse
 import re
@@ -28,7 +32,7 @@ def corpus_text(path):
 
 
 def words(text):
-    return [w.lower() for w in re.findall(r"[A-Za-z]+", text)]
+    return [w.lower() for w in re.findall(r"[A-Za-z]{2,}", text)]
 
 
 def main():
@@ -38,7 +42,7 @@ def main():
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--tokens", type=int, default=400)
     ap.add_argument("--temperature", default="0.8")
-    ap.add_argument("--seed", default="1")
+    ap.add_argument("--seeds", default="1,2,3", help="one continuation per seed, measured together")
     ap.add_argument("--min", type=float)
     ap.add_argument("--max", type=float)
     ap.add_argument("--min-words", type=int, default=30)
@@ -49,17 +53,21 @@ def main():
     # The prompt: 64 bytes of the corpus starting at a word, a fixed place in the text.
     start = text.index(" ", len(text) // 3) + 1
     prompt = text[start:start + 64]
-    out = subprocess.run([a.generate, a.checkpoint, "--prompt", prompt, "--tokens", str(a.tokens),
-                          "--temperature", a.temperature, "--seed", a.seed, "--echo", "false"],
-                         capture_output=True, timeout=120)
-    if out.returncode != 0:
-        sys.exit(f"english_words: mics-generate failed ({out.returncode}): {out.stderr.decode(errors='replace')}")
-    sample = out.stdout.decode("latin-1")
-    ws = words(sample)[1:-1]
+    ws, samples = [], []
+    for seed in a.seeds.split(","):
+        out = subprocess.run([a.generate, a.checkpoint, "--prompt", prompt, "--tokens", str(a.tokens),
+                              "--temperature", a.temperature, "--seed", seed, "--echo", "false"],
+                             capture_output=True, timeout=120)
+        if out.returncode != 0:
+            sys.exit(f"english_words: mics-generate failed ({out.returncode}): "
+                     f"{out.stderr.decode(errors='replace')}")
+        samples.append(out.stdout.decode("latin-1"))
+        ws += words(samples[-1])[1:-1]
     known = sum(w in vocabulary for w in ws)
     frac = known / len(ws) if ws else 0.0
     print(f"prompt: {prompt!r}")
-    print(f"sample: {sample!r}")
+    for seed, sample in zip(a.seeds.split(","), samples):
+        print(f"sample (seed {seed}): {sample!r}")
     print(f"english_words: {known} of {len(ws)} words ({len(set(ws))} distinct) are corpus words: "
           f"fraction {frac:.3f} (vocabulary {len(vocabulary)} words)")
     ok = True
