@@ -134,7 +134,10 @@ std::string safetensors_head(const std::vector<OutTensor>& tensors, const Metada
   std::uint64_t offset = 0;
   for (const auto& t : tensors) {
     h += ",\"" + detail::json_escape(t.name) + "\":{\"dtype\":\"F32\",\"shape\":[";
-    for (std::size_t k = 0; k < t.shape.size(); ++k) h += (k ? "," : "") + std::to_string(t.shape[k]);
+    for (std::size_t k = 0; k < t.shape.size(); ++k) {
+      if (k) h += ',';
+      h += std::to_string(t.shape[k]);
+    }
     const std::uint64_t bytes = 4 * t.data.size();
     h += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + bytes) + "]}";
     offset += bytes;
