@@ -10,6 +10,8 @@
 #include "mics/checkpoint/checkpoint.hpp"
 #include "mics/core/error.hpp"
 #include "mics/core/mpi_env.hpp"
+#include "mics/core/version.hpp"
+#include "mics/model/generate.hpp"
 #include "mics/model/config.hpp"
 #include "mics/model/layout.hpp"
 
@@ -19,12 +21,15 @@ namespace {
 constexpr const char* kUsage =
     "usage: mics-ckpt info FILE|DIR\n"
     "       mics-ckpt verify FILE|DIR\n"
-    "       mics-ckpt export FILE|DIR --output OUT [--force]\n"
+    "       mics-ckpt export FILE|DIR --output OUT [--format safetensors|hf] [--force]\n"
+    "       mics-ckpt --version\n"
     "\n"
     "  info     step, metadata, the layout that wrote it, every tensor with its shape\n"
     "  verify   reads every tensor and checks its checksum and shape; exit 1 on any fault\n"
     "  export   writes the fp32 weights (/model/*) to OUT in the safetensors format\n"
-    "           (after verifying them); --force replaces an existing OUT\n"
+    "           (after verifying them); --force replaces an existing OUT.\n"
+    "           --format hf (GPT models): OUT is a folder for Hugging Face transformers:\n"
+    "           OUT/model.safetensors (GPT-2 names), OUT/config.json, OUT/README.md\n"
     "A DIR means its `latest` checkpoint (or its highest step_*.h5).\n";
 
 std::string shape_text(const std::vector<std::int64_t>& s) {
@@ -54,16 +59,8 @@ void print_block(const char* title, const std::string& text) {
 std::optional<mics::model::BucketLayout> layout_from_config(const std::string& text, std::string& name) {
   if (text.empty()) return std::nullopt;
   try {
-    namespace po = boost::program_options;
-    po::options_description desc;
-    mics::model::add_model_options(desc);
-    desc.add_options()("name", po::value<std::string>(), "preset name");
-    std::istringstream is(text);
-    po::variables_map vm;
-    po::store(po::parse_config_file(is, desc, true), vm);
-    po::notify(vm);
-    const auto cfg = mics::model::model_config_from_variables(vm);
-    name = vm.count("name") ? vm["name"].as<std::string>() : cfg.name;
+    const auto cfg = mics::model::model_config_from_text(text, "model config");
+    name = cfg.name;
     return mics::model::make_layout(cfg);
   } catch (const std::exception&) {
     return std::nullopt;
@@ -105,8 +102,12 @@ int main(int argc, char** argv) {
       if (rank == 0) std::fputs(kUsage, stdout);
       return 0;
     }
+    if (args[0] == "--version") {
+      if (rank == 0) std::fputs(mics::version_text("mics-ckpt").c_str(), stdout);
+      return 0;
+    }
     const std::string cmd = args[0];
-    std::string path, output;
+    std::string path, output, format = "safetensors";
     bool force = false;
     for (std::size_t i = 1; i < args.size(); ++i) {
       if (args[i] == "--output" || args[i] == "-o") {
@@ -114,6 +115,11 @@ int main(int argc, char** argv) {
         output = args[++i];
       } else if (args[i].rfind("--output=", 0) == 0) {
         output = args[i].substr(9);
+      } else if (args[i] == "--format") {
+        if (i + 1 >= args.size()) throw mics::UsageError("--format needs safetensors or hf");
+        format = args[++i];
+      } else if (args[i].rfind("--format=", 0) == 0) {
+        format = args[i].substr(9);
       } else if (args[i] == "--force") {
         force = true;
       } else if (!args[i].empty() && args[i][0] == '-') {
@@ -127,8 +133,10 @@ int main(int argc, char** argv) {
     if (cmd != "info" && cmd != "verify" && cmd != "export")
       throw mics::UsageError("unknown command '" + cmd + "' (expected info, verify or export)");
     if (path.empty()) throw mics::UsageError(cmd + " needs a checkpoint FILE or DIR");
-    if (cmd != "export" && (!output.empty() || force))
-      throw mics::UsageError("--output and --force belong to export");
+    if (cmd != "export" && (!output.empty() || force || format != "safetensors"))
+      throw mics::UsageError("--output, --format and --force belong to export");
+    if (format != "safetensors" && format != "hf")
+      throw mics::UsageError("--format '" + format + "' is not known; choose safetensors or hf");
 
     if (cmd == "info") {
       const ck::Info in = ck::info(MPI_COMM_WORLD, path);
@@ -160,6 +168,21 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (output.empty()) throw mics::UsageError("export needs --output OUT");
+    if (format == "hf") {
+      const ck::Info head = ck::info(MPI_COMM_WORLD, path);
+      const auto cfg = mics::model::model_config_from_text(head.meta.model_config, head.path);
+      if (cfg.variant != mics::model::Variant::gpt)
+        throw mics::UsageError(head.path + ": model '" + cfg.name + "' is a BERT encoder; --format hf exports GPT models");
+      const auto files = ck::export_hf_gpt2(MPI_COMM_WORLD, head.path, output, static_cast<int>(cfg.heads),
+                                            cfg.ln_eps, force);
+      if (rank == 0) {
+        std::printf("exported %s (step %lld) for Hugging Face GPT2LMHeadModel:", head.path.c_str(),
+                    static_cast<long long>(head.meta.step));
+        for (const auto& f : files) std::printf(" %s", f.c_str());
+        std::printf("\n");
+      }
+      return 0;
+    }
     ck::export_safetensors(MPI_COMM_WORLD, path, output, force);
     if (rank == 0) std::printf("exported the fp32 weights of %s to %s (safetensors)\n", path.c_str(), output.c_str());
     return 0;

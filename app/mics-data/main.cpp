@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "mics/core/error.hpp"
+#include "mics/core/version.hpp"
 #include "mics/data/token_file.hpp"
 #include "mics/data/tokenizer.hpp"
 
@@ -23,7 +24,7 @@ const char* const kUsage =
     "commands:\n"
     "  convert   text files -> <prefix>_train.bin and <prefix>_val.bin (byte tokens, vocab 256)\n"
     "  info      print a token shard's header and token count, after validating it\n"
-    "'mics-data <command> --help' lists the command's options.\n";
+    "'mics-data <command> --help' lists the command's options; --version prints the version.\n";
 
 po::variables_map parse(const po::options_description& desc,
                         const po::positional_options_description& pos,
@@ -108,6 +109,10 @@ int main(int argc, char** argv) {
     const std::vector<std::string> rest(argv + 2, argv + argc);
     if (cmd == "--help" || cmd == "-h" || cmd == "help") {
       std::cout << kUsage;
+      return 0;
+    }
+    if (cmd == "--version") {
+      std::cout << mics::version_text("mics-data");
       return 0;
     }
     if (cmd == "convert") return run_convert(rest);

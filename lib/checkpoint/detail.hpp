@@ -53,6 +53,9 @@ std::string read_run_id(const std::string& file);
 // Root's string to every rank.
 void bcast_string(MPI_Comm comm, std::string& s, int root = 0);
 
+// A string as a JSON string's contents (quotes, backslashes, control characters escaped).
+std::string json_escape(const std::string& s);
+
 // "[2, 3]"
 std::string shape_text(const std::vector<std::int64_t>& shape);
 

@@ -64,6 +64,36 @@ void stream_dataset(hid_t f, const std::string& path, const std::vector<std::int
 }
 }  // namespace
 
+Weights read_weights(MPI_Comm comm, const std::string& path) {
+  h5::quiet();
+  Weights w;
+  w.info = info(comm, path);
+  std::string err;
+  try {
+    h5::Id f = open_serial(w.info.path);
+    std::size_t i = 0;
+    for (const auto& b : w.info.layout.buckets) {
+      w.buckets.emplace_back(b.count, 0.0f);
+      for (const auto& t : b.tensors) {
+        const TensorInfo& ti = w.info.tensors[i++];
+        std::uint64_t sum = 0;
+        float* dst = w.buckets.back().data() + t.offset;
+        stream_dataset(f, detail::dataset_path(0, t.name), t.shape,
+                       [&](const float* x, std::size_t n, std::uint64_t first) {
+                         sum += checksum_terms(x, n, first);
+                         std::copy(x, x + n, dst + first);
+                       });
+        if (sum != ti.checksum[0])
+          throw h5::Fault{detail::dataset_path(0, t.name) + ": checksum mismatch (the file is damaged)"};
+      }
+    }
+  } catch (const h5::Fault& fault) {
+    err = w.info.path + ": " + fault.what;
+  }
+  agree(comm, err);
+  return w;
+}
+
 Info info(MPI_Comm comm, const std::string& path) {
   const std::string file = resolve(comm, path);
   return info_from(file, detail::read_manifest(comm, file));
@@ -160,6 +190,12 @@ VerifyReport verify(MPI_Comm comm, const std::string& path, const model::BucketL
 }
 
 namespace {
+void write_all(std::FILE* out, const void* data, std::size_t n, const std::string& path) {
+  if (std::fwrite(data, 1, n, out) != n) throw h5::Fault{"cannot write " + path + ": " + std::strerror(errno)};
+}
+}  // namespace
+
+namespace detail {
 std::string json_escape(const std::string& s) {
   std::string o;
   for (unsigned char c : s) {
@@ -182,17 +218,14 @@ std::string json_escape(const std::string& s) {
   return o;
 }
 
-void write_all(std::FILE* out, const void* data, std::size_t n, const std::string& path) {
-  if (std::fwrite(data, 1, n, out) != n) throw h5::Fault{"cannot write " + path + ": " + std::strerror(errno)};
-}
-}  // namespace
+}  // namespace detail
 
 void export_safetensors(MPI_Comm comm, const std::string& path, const std::string& output, bool overwrite) {
   int rank = 0;
   MICS_CHECK_MPI(MPI_Comm_rank(comm, &rank));
   std::string err;
   if (rank == 0 && !overwrite && std::filesystem::exists(output))
-    err = output + ": the output exists; refusing to overwrite it";
+    err = output + ": the output exists; refusing to overwrite it (add --force to replace it)";
   agree(comm, err);
   const VerifyReport rep = verify(comm, path, nullptr);
   if (!rep.faults.empty())
@@ -209,12 +242,12 @@ void export_safetensors(MPI_Comm comm, const std::string& path, const std::strin
       std::string header = "{\"__metadata__\":{\"format\":\"mics-checkpoint export\",\"step\":\"" +
                            std::to_string(rep.info.meta.step) + "\",\"tokens_seen\":\"" +
                            std::to_string(rep.info.meta.tokens_seen) + "\",\"model_config\":\"" +
-                           json_escape(rep.info.meta.model_config) + "\"}";
+                           detail::json_escape(rep.info.meta.model_config) + "\"}";
       std::uint64_t offset = 0;
       for (const auto& t : rep.info.tensors) {
         std::uint64_t n = 1;
         for (auto x : t.shape) n *= static_cast<std::uint64_t>(x);
-        header += ",\"" + json_escape(t.name) + "\":{\"dtype\":\"F32\",\"shape\":[";
+        header += ",\"" + detail::json_escape(t.name) + "\":{\"dtype\":\"F32\",\"shape\":[";
         for (std::size_t k = 0; k < t.shape.size(); ++k) {
           if (k) header += ',';
           header += std::to_string(t.shape[k]);

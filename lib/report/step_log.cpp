@@ -11,10 +11,10 @@ using detail::sprintf;
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
   const auto s = static_cast<long long>(std::llround(seconds));
-  if (s < 60) return sprintf("%llds", s);
-  if (s < 3600) return sprintf("%lldm%02llds", s / 60, s % 60);
-  if (s < 86400) return sprintf("%lldh%02lldm", s / 3600, (s % 3600) / 60);
-  return sprintf("%lldd%02lldh", s / 86400, (s % 86400) / 3600);
+  if (s < 60) return sprintf("%lld s", s);
+  if (s < 3600) return sprintf("%lld min %02lld s", s / 60, s % 60);
+  if (s < 86400) return sprintf("%lld h %02lld min", s / 3600, (s % 3600) / 60);
+  return sprintf("%lld d %02lld h", s / 86400, (s % 86400) / 3600);
 }
 
 std::string format_step_line(const StepRecord& r, std::int64_t total_steps,
@@ -40,12 +40,11 @@ std::string format_step_line(const StepRecord& r, std::int64_t total_steps,
   if (r.mfu) line += sprintf(" | MFU %.1f%%", 100.0 * *r.mfu);
   line += sprintf(" | exposed comm %.1f ms", r.exposed_comm_ms);
   if (r.skipped) line += " | SKIPPED: non-finite, no update";
-  if (eta_s) line += " | eta " + format_duration(*eta_s);
+  if (eta_s) line += " | ETA " + format_duration(*eta_s);
   return line;
 }
 
-EtaEstimator::EtaEstimator(std::int64_t total_steps, double min_run_s)
-    : total_(total_steps), min_run_s_(min_run_s) {}
+EtaEstimator::EtaEstimator(std::int64_t total_steps) : total_(total_steps) {}
 
 std::optional<double> EtaEstimator::update(double step_ms) {
   ++done_;
@@ -53,12 +52,10 @@ std::optional<double> EtaEstimator::update(double step_ms) {
     first_ms_ = step_ms;
   else
     rest_ms_ += step_ms;
-  if (done_ < 2 || done_ >= total_) return std::nullopt;
-  const double mean_ms = rest_ms_ / static_cast<double>(done_ - 1);
-  const double left_s = 1e-3 * mean_ms * static_cast<double>(total_ - done_);
-  const double run_s = 1e-3 * (first_ms_ + rest_ms_) + left_s;
-  if (run_s < min_run_s_) return std::nullopt;
-  return left_s;
+  if (done_ >= total_) return std::nullopt;
+  // After one step its time is all there is; from the second on, the first is left out.
+  const double mean_ms = done_ == 1 ? first_ms_ : rest_ms_ / static_cast<double>(done_ - 1);
+  return 1e-3 * mean_ms * static_cast<double>(total_ - done_);
 }
 
 }  // namespace mics::report

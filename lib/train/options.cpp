@@ -5,15 +5,24 @@
 #include <sstream>
 
 #include "mics/core/error.hpp"
+#include "mics/core/version.hpp"
+#include "mics/train/tools.hpp"
 
 namespace po = boost::program_options;
 
 namespace mics::train {
 
+namespace {
+constexpr const char* kHelpHeader =
+    "mics-train: MiCS data-parallel training of a built-in transformer\n\n"
+    "usage: mpirun -np N mics-train [options]\n";
+}  // namespace
+
 po::options_description option_description() {
   po::options_description general("General");
   general.add_options()
     ("help,h", "print this help and exit")
+    ("version", "print the version, commit, build type and backends, and exit")
     ("config", po::value<std::vector<std::string>>()->composing(),
      "read options from FILE (key = value lines, same keys as the long options; the command "
      "line wins); may be repeated");
@@ -120,9 +129,10 @@ po::options_description option_description() {
      "continue from a checkpoint file, a directory, or 'latest' (in --checkpoint-dir); any "
      "world size, partition size or strategy");
 
-  po::options_description all("mics-train: MiCS data-parallel training of a built-in transformer\n\n"
-                               "usage: mpirun -np N mics-train [options]\n");
+  // No caption: Boost would end it with a line holding only ":" (see kHelpHeader).
+  po::options_description all;
   all.add(general).add(model).add(data).add(parallel).add(batch).add(dev).add(out).add(ckpt);
+  all.add(tool_options());  // --eval-only, --sample-every ... (tool_options.cpp)
   return all;
 }
 
@@ -170,8 +180,12 @@ bool parse_options(int argc, char** argv, RunOptions& o, std::string& help_out) 
   }
   if (vm.count("help")) {
     std::ostringstream os;
-    os << desc;
+    os << kHelpHeader << desc;
     help_out = os.str();
+    return false;
+  }
+  if (vm.count("version")) {
+    help_out = version_text("mics-train");
     return false;
   }
   o.config_text = given.str();
@@ -283,6 +297,7 @@ bool parse_options(int argc, char** argv, RunOptions& o, std::string& help_out) 
   o.resume = get<std::string>(vm, "resume");
   require(o.resume != "latest" || !o.checkpoint_dir.empty(),
           "--resume latest needs --checkpoint-dir DIR");
+  read_tool_options(vm, o);  // --eval-only, --sample-every ... (tool_options.cpp)
   return true;
 }
 

@@ -18,6 +18,7 @@
 #include "mics/core/watchdog.hpp"
 #include "mics/model/layout.hpp"
 #include "mics/train/staging.hpp"
+#include "mics/train/tools.hpp"
 #include "mics/train/model_size.hpp"
 #if MICS_HAVE_CUDA
 #include "mics/comm/nccl_collectives.hpp"
@@ -81,12 +82,12 @@ void make_backend(Job& job) {
     job.backend = device::make_emulated_backend(o.emulated_tflops, o.emulated_mem_gbps);
     return;
   }
-  // Ranks of a node share its cores: without an explicit count, each takes its share,
-  // so that oversubscribed OpenMP teams do not spin against each other.
-  int threads = o.threads;
-  if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr)
-    threads = std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)) / job.host.local_size);
-  job.backend = device::make_backend("cpu", threads);
+  // Ranks sharing CPUs each take their share of the affinity mask (tools.hpp), so that
+  // oversubscribed OpenMP teams do not spin against each other. Collective: every rank
+  // takes this path, since all read the same options.
+  const CpuThreads cpu = cpu_threads_per_rank(o.threads);
+  job.say("mics-train: " + cpu.note);
+  job.backend = device::make_backend("cpu", cpu.threads);
 }
 
 std::unique_ptr<comm::Collectives> make_collectives(const RunOptions& o, device::Backend& be, int gpu) {

@@ -116,7 +116,8 @@ void stage_checkpoints(Job& job) {
   if (!job.opt.resume.empty()) resolve_resume(job);
   if (job.run_id.empty()) job.run_id = new_run_id();
   bcast(job.run_id);  // rank 0's draw, or the checkpoint's id (the same everywhere)
-  if (job.opt.checkpoint_dir.empty()) return;
+  // --eval-only reads its checkpoint and leaves the folder as it is.
+  if (job.opt.checkpoint_dir.empty() || job.opt.eval_only) return;
   // Rank 0 looks at the folder for everyone; whatever it finds (or throws) is agreed.
   std::string problem;
   if (job.lead()) try {
@@ -167,7 +168,7 @@ int truncate_metrics_rows(const std::string& path, std::int64_t step, bool json)
 
 void open_metrics(Job& job) {
   const RunOptions& o = job.opt;
-  if (!job.lead() || (o.metrics.empty() && o.metrics_jsonl.empty())) return;
+  if (!job.lead() || o.eval_only || (o.metrics.empty() && o.metrics_jsonl.empty())) return;
   const bool resumed = !job.resume_path.empty();
   if (resumed) {
     const int a = truncate_metrics_rows(o.metrics, job.resumed_step, false);

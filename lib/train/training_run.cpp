@@ -11,6 +11,7 @@
 #include "mics/train/hooks.hpp"
 #include "mics/train/setup.hpp"
 #include "mics/train/stop_signal.hpp"
+#include "mics/train/tools.hpp"
 #include "mics/train/trainer.hpp"
 
 namespace mics::train {
@@ -27,7 +28,9 @@ void print_banner(const Job& job) {
      << opt.model.hidden << ", seq " << opt.model.seq << ") on " << job.world << " ranks ("
      << plan.node_count() << " nodes of " << plan.ranks_per_node() << "), strategy " << l.strategy()
      << ", p=" << l.partition_size() << (l.partition_auto() ? " (auto)" : "") << ", replication "
-     << plan.replication_size() << ", hierarchical " << (l.hierarchical() ? "on" : "off") << ", grad-sync "
+     << plan.replication_size() << ", hierarchical "
+     << hierarchical_note(tc.hierarchical, l.hierarchical(), l.partition_size(), plan.ranks_per_node())
+     << ", grad-sync "
      << engine::to_string(tc.grad_sync) << ", backend " << job.backend->name() << " "
      << device::dtype_name(opt.compute) << ", comm " << job.collectives->backend();
   job.say(os.str());
@@ -60,11 +63,20 @@ int run_training(const RunOptions& o) {
   const StopSignals signals;  // from here on a signal stops the run at a step boundary
   std::unique_ptr<Job> job = set_up(o);
   print_banner(*job);
+  const engine::TrainConfig& tc = job->opt.train;
+  if (job->opt.eval_only)
+    return run_eval_only(job->opt, *job->engine, job->data, job->resume_path, job->world);
+  if (!job->resume_path.empty() && job->engine->step() >= tc.steps)
+    return nothing_to_do(job->resume_path, job->engine->step(), tc.steps);
 
+  TrainingSampler sampler(job->opt, *job->engine, *job->backend, job->lead());
   Trainer trainer(*job);
   trainer.add_hook("evaluation", evaluation_hook(*job));
   trainer.add_hook("log", log_hook(*job));
   trainer.add_hook("metrics", metrics_hook(*job));
+  trainer.add_hook("sample", [&sampler](const engine::StepResult& r, report::StepRecord&, RunState&) {
+    sampler.after_step(r.step);
+  });
   trainer.add_hook("checkpoint", checkpoint_hook(*job));
   const int code = trainer.run();
   if (code == 0) print_summary(*job, trainer);

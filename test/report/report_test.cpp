@@ -71,30 +71,33 @@ BOOST_AUTO_TEST_CASE(step_line_has_every_field) {
   r.val_loss = 4.25;
   BOOST_CHECK_EQUAL(format_step_line(r, 0, 65.0),
                     "step 12 | loss 5.5432 | val 4.2500 | lr 3.00e-04 | norm 1.234 | 123.5 ms | "
-                    "12346 tok/s | 0.0123 TFLOPS/rank | MFU 45.7% | exposed comm 1.2 ms | eta 1m05s");
+                    "12346 tok/s | 0.0123 TFLOPS/rank | MFU 45.7% | exposed comm 1.2 ms | ETA 1 min 05 s");
   r.loss = std::numeric_limits<double>::quiet_NaN();
   BOOST_CHECK(format_step_line(r, 100).find("loss nan") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(durations) {
-  BOOST_CHECK_EQUAL(format_duration(0.4), "0s");
-  BOOST_CHECK_EQUAL(format_duration(59.4), "59s");
-  BOOST_CHECK_EQUAL(format_duration(65), "1m05s");
-  BOOST_CHECK_EQUAL(format_duration(3600 + 180 + 10), "1h03m");
-  BOOST_CHECK_EQUAL(format_duration(2 * 86400 + 5 * 3600), "2d05h");
+  // The README's form: "ETA 31 s".
+  BOOST_CHECK_EQUAL(format_duration(0.4), "0 s");
+  BOOST_CHECK_EQUAL(format_duration(31), "31 s");
+  BOOST_CHECK_EQUAL(format_duration(59.4), "59 s");
+  BOOST_CHECK_EQUAL(format_duration(65), "1 min 05 s");
+  BOOST_CHECK_EQUAL(format_duration(3600 + 180 + 10), "1 h 03 min");
+  BOOST_CHECK_EQUAL(format_duration(2 * 86400 + 5 * 3600), "2 d 05 h");
   BOOST_CHECK_EQUAL(format_duration(-1), "?");
 }
 
-BOOST_AUTO_TEST_CASE(eta_skips_first_step_and_short_runs) {
-  EtaEstimator eta(101, 30.0);
-  BOOST_CHECK(!eta.update(5000.0));          // one step: no estimate yet
+BOOST_AUTO_TEST_CASE(eta_from_the_first_step_then_without_it) {
+  EtaEstimator eta(101);
+  const auto first = eta.update(5000.0);     // one step: that step's time, 100 left
+  BOOST_REQUIRE(first);
+  BOOST_CHECK_CLOSE(*first, 500.0, 1e-9);
   const auto e = eta.update(1000.0);         // mean of steps after the first: 1 s
   BOOST_REQUIRE(e);
   BOOST_CHECK_CLOSE(*e, 99.0, 1e-9);         // 99 steps left
-  EtaEstimator short_run(10, 30.0);
-  short_run.update(100.0);
-  BOOST_CHECK(!short_run.update(100.0));     // whole run about 1 s
-  EtaEstimator last(2, 0.0);
+  EtaEstimator short_run(10);
+  BOOST_CHECK(short_run.update(100.0));      // short runs get one too (the README's 20 s job)
+  EtaEstimator last(2);
   last.update(1.0);
   BOOST_CHECK(!last.update(1.0));            // nothing left
 }

@@ -43,7 +43,7 @@ def main():
     failures = []
     try:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=a.timeout, text=True)
+                              timeout=a.timeout, text=True, errors="replace")
         out, rc = proc.stdout, proc.returncode
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")

@@ -159,6 +159,25 @@ VerifyReport verify(MPI_Comm comm, const std::string& path,
 void export_safetensors(MPI_Comm comm, const std::string& path, const std::string& output,
                         bool overwrite = false);
 
+// The fp32 weights (/model/*) of a checkpoint, each tensor's checksum checked, put back
+// into the stored layout's buckets (unpadded: bucket b holds info.layout.buckets[b].count
+// values). Every rank of comm reads the whole file (for single-process tools: sampling,
+// export). A damaged file is agreed on and thrown as "<file>: <fault>".
+struct Weights {
+  Info info;
+  std::vector<std::vector<float>> buckets;
+};
+Weights read_weights(MPI_Comm comm, const std::string& path);
+
+// Writes a GPT model's weights as a Hugging Face GPT-2 folder: DIR/model.safetensors
+// (GPT2LMHeadModel's tensor names, Conv1D weights transposed to [in, out]; README.md
+// lists the mapping), DIR/config.json and DIR/README.md (the byte tokenizer). The model
+// shape comes from the file's tensors; heads and the LayerNorm epsilon from `heads` and
+// `ln_eps` (the stored model config). Rank 0 writes, each file under a temporary name
+// and renamed. Refuses existing files in DIR unless overwrite. Returns the files written.
+std::vector<std::string> export_hf_gpt2(MPI_Comm comm, const std::string& path, const std::string& dir,
+                                        int heads, double ln_eps, bool overwrite = false);
+
 // The per-tensor checksum: sum over elements i (flat row-major index) of
 // fmix64(fmix64(i) ^ bits(x_i)) modulo 2^64, fmix64 being MurmurHash3's 64-bit
 // finaliser. A sum of per-element terms does not depend on how the tensor is split

@@ -72,6 +72,9 @@ public:
   // Mean loss over counted targets (see the scaling convention). Keeps the logits for
   // head_backward, which must come next if gradients are wanted.
   double head_forward(const void* lnf_params, const void* emb_params);
+  // The logits head_forward left, [B, T, V] in the compute type on the device (until
+  // head_backward turns them into their gradient). Sampling reads them.
+  const void* logits() const { return logits_; }
 
   // Writes (overwrites) lnf_grads; writes the whole of emb_grads: wte's gradient from the
   // output head, zeros for wpe.

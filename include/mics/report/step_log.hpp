@@ -36,28 +36,26 @@ struct StepRecord {
 
 // Rank 0's line for one step, e.g.
 //   step   12/100 | loss 5.4321 | lr 3.00e-04 | norm 1.234 | 123.4 ms | 12345 tok/s |
-//   0.0123 TFLOPS/rank | MFU 12.3% | exposed comm 1.2 ms | eta 1m05s
+//   0.0123 TFLOPS/rank | MFU 12.3% | exposed comm 1.2 ms | ETA 1 min 05 s
 // (one line). total_steps <= 0 leaves out "/total"; MFU, val loss and ETA appear only
 // when given. Non-finite values print as nan/inf so a diverging run is visible.
 std::string format_step_line(const StepRecord& r, std::int64_t total_steps,
                              std::optional<double> eta_s = std::nullopt);
 
-// "45s", "3m05s", "2h03m", "3d04h".
+// "45 s", "3 min 05 s", "2 h 03 min", "3 d 04 h".
 std::string format_duration(double seconds);
 
 // Projects the time left from the mean duration of the steps so far, leaving out the
-// first (it carries one-off costs) once there are two or more. No estimate before two
-// steps, after the last, or when the projected whole run is shorter than min_run_s: a
-// short run needs no ETA.
+// first (it carries one-off costs) once there are two or more; after one step, from that
+// step alone, so that the first logged line has an ETA. None after the last step.
 class EtaEstimator {
 public:
-  explicit EtaEstimator(std::int64_t total_steps, double min_run_s = 30.0);
+  explicit EtaEstimator(std::int64_t total_steps);
   // Records one finished step and returns the seconds left, or nullopt (see above).
   std::optional<double> update(double step_ms);
 
 private:
   std::int64_t total_;
-  double min_run_s_;
   std::int64_t done_ = 0;
   double first_ms_ = 0.0;
   double rest_ms_ = 0.0;  // sum over steps 2..done

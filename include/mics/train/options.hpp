@@ -40,6 +40,13 @@ struct RunOptions {
   bool overwrite_checkpoints = false;  // a fresh run may take over another run's folder
   int max_bad_steps = 5;            // stop after this many non-finite steps in a row
   std::string config_text;          // the options as given, stored in checkpoints
+  // Around a trained model (tools.hpp): evaluation only and periodic samples.
+  bool eval_only = false;           // --eval-only: validation loss of --resume, then exit
+  std::string eval_output;          // --eval-output FILE: append that result as a JSON line
+  int sample_every = 0;             // --sample-every N (0: never)
+  int sample_tokens = 128;
+  std::string sample_prompt;        // empty: start a new document (end-of-text token)
+  double sample_temperature = 1.0;
 };
 
 boost::program_options::options_description option_description();
