@@ -41,7 +41,10 @@ gl_pack() {
   [ -s "$RES/${PREFIX}observed-errors.txt" ] || rm -f "$RES/${PREFIX}observed-errors.txt"
   cp "$WORK/runs.csv" "$RES/${PREFIX}runs.csv"
   local part=$RES/.${PREFIX}logs.tgz.part
-  tar -C "$WORK" -czf "$part" . 2>/dev/null || return 0
+  # Exit status 1 only means a file changed while it was read (a late writer): the
+  # archive is still whole, and a missing archive would lose every log.
+  tar -C "$WORK" -czf "$part" . 2>/dev/null
+  [ $? -le 1 ] || return 0
   # The device tool returns files of 16 MiB at most: keep each log's first and last
   # 20000 lines when the whole does not fit (a sanitizer may write a great deal).
   if [ "$(stat -c %s "$part")" -gt $((15 * 1024 * 1024)) ]; then

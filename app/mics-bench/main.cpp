@@ -21,6 +21,7 @@
 #include "mics/core/agree.hpp"
 #include "mics/core/error.hpp"
 #include "mics/core/mpi_env.hpp"
+#include "mics/core/version.hpp"
 
 namespace po = boost::program_options;
 using mics::UsageError;
@@ -114,6 +115,7 @@ bool parse(int argc, char** argv, Options& o, int world_rank) {
       "Exit status 1 if any element is wrong.\n\nOptions");
   desc.add_options()
       ("help,h", "print this help and exit")
+      ("version", "print the version, commit, build type and backends, and exit")
       ("minbytes,b", po::value<std::string>(&b)->default_value(b), "smallest message size in bytes (suffix K, M, G = powers of 1024)")
       ("maxbytes,e", po::value<std::string>(&e)->default_value(e), "largest message size in bytes (suffix K, M, G)")
       ("stepfactor,f", po::value<int>(&o.factor)->default_value(o.factor), "multiply the size by this factor (>= 2) from one line to the next")
@@ -133,8 +135,9 @@ bool parse(int argc, char** argv, Options& o, int world_rank) {
   } catch (const po::error& err) {
     throw UsageError(std::string(err.what()) + " (see --help)");
   }
-  if (vm.count("help")) {
-    if (world_rank == 0) std::cout << desc << "\n";
+  if (vm.count("help") || vm.count("version")) {
+    if (world_rank == 0 && vm.count("version")) std::cout << mics::version_text("mics-bench");
+    if (world_rank == 0 && vm.count("help")) std::cout << desc << "\n";
     return false;
   }
   o.min_bytes = parse_bytes(b, "--minbytes/-b");

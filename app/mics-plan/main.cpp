@@ -15,6 +15,7 @@
 
 #include "commands.hpp"
 #include "mics/core/error.hpp"
+#include "mics/core/version.hpp"
 #include "mics/model/config.hpp"
 #include "mics/model/layout.hpp"
 #include "mics/planner/memory.hpp"
@@ -66,7 +67,7 @@ int run(int argc, char** argv) {
       "mics-plan: parameters, FLOPs and model-state memory of a model; with --cluster, the predicted\n"
       "step time, TFLOPS, memory and scaling of every layout (a model's estimate, not a measurement).\n"
       "'mics-plan calibrate --help' fits a cluster file to mics-bench and mics-train measurements");
-  desc.add_options()("help", "this help");
+  desc.add_options()("help", "this help")("version", "print the version, commit, build type and backends");
   mics::model::add_model_options(desc);
   mics_plan::add_predict_options(desc);
   po::variables_map vm;
@@ -75,6 +76,10 @@ int run(int argc, char** argv) {
     po::notify(vm);
   } catch (const po::error& e) {
     throw mics::UsageError(e.what());
+  }
+  if (vm.count("version")) {
+    std::cout << mics::version_text("mics-plan");
+    return 0;
   }
   if (vm.count("help")) {
     std::cout << desc;

@@ -91,7 +91,18 @@ def run_all(runs, target, bin_dir, retry_failed):
               f"load {s['load']:.1f}) | ETA {duration(eta)}", flush=True)
 
 
+def print_version(bin_dir):
+    """The same version lines as the C++ tools (they come from mics-train's build)."""
+    import subprocess
+    out = subprocess.run([os.path.join(bin_dir, "mics-train"), "--version"], capture_output=True,
+                         text=True, check=False).stdout
+    print(out.replace("mics-train", "mics-scale", 1), end="")
+
+
 def main(source_dir, bin_dir, argv):
+    if "--version" in argv:
+        print_version(bin_dir)
+        return 0
     args = parse_args(argv)
     try:
         study = load(args.study, source_dir)

@@ -485,7 +485,9 @@ StepResult Engine::train_step(const data::Dataset& data) {
   m.coll.sum_host(loss_and_bad, 2, m.groups.world());
   loss_sum = loss_and_bad[0];
   const double norm = std::sqrt(norm2);
-  if (loss_and_bad[1] != 0 || !std::isfinite(loss_sum)) return skip_step(loss_sum, norm, t0);
+  // A compute model (the emulated backend) computes no values: nothing to judge there.
+  const bool bad = loss_and_bad[1] != 0 || !std::isfinite(loss_sum);
+  if (bad && m.be.computes_values()) return skip_step(loss_sum, norm, t0);
   const double clip = m.cfg.optimizer.grad_clip > 0 && norm > m.cfg.optimizer.grad_clip
                           ? m.cfg.optimizer.grad_clip / (norm + 1e-6)
                           : 1.0;
