@@ -38,10 +38,11 @@ int partition_size_for(Strategy s, int partition_size, int world_size);
 // Whether the strategy keeps a whole compute copy of the parameters on every rank.
 bool persistent_parameters(Strategy s);
 
-// --partition-size auto: the smallest node-aligned p whose per-rank model states (16 bytes
-// per parameter over p with mixed precision, 16 with fp32 compute: master, m, v,
-// gradient) plus the gathered working set (two of the largest bucket in the compute type)
-// fit `memory_bytes`. Throws UsageError naming the need when even p = W does not fit.
+// --partition-size auto: the smallest node-aligned p whose per-rank memory, as mics-plan
+// counts it (planner::rank_memory: fp32 master, m, v and gradient shards over p, a compute
+// shard when the compute type is not fp32, and the engine's parameter and gradient slots
+// of the largest bucket; activations are not counted), fits `memory_bytes`. Throws
+// UsageError naming the need when even p = W does not fit.
 int auto_partition_size(const model::ModelConfig& model, int world_size, int ranks_per_node,
                         device::DType compute, std::size_t memory_bytes);
 
