@@ -27,7 +27,6 @@ std::shared_ptr<mpi::P2POp> new_op(const char* what, Group& g, std::uint64_t mes
   auto op = std::make_shared<mpi::P2POp>();
   op->what = std::string(what) + " on group '" + g.name() + "' (" + std::to_string(g.size()) + " ranks)";
   op->comm = g.comm();
-  op->tag = g.next_tag();
   op->world_of.reserve(static_cast<std::size_t>(g.size()));
   for (int r = 0; r < g.size(); ++r) op->world_of.push_back(g.world_rank_of(r));
   op->traffic = g.traffic();
@@ -47,11 +46,14 @@ bool MpiCollectives::progress_thread() const noexcept { return progress_->thread
 // the request is already complete; the call is still counted.
 static Request issue(mpi::Progress& progress, const std::shared_ptr<mpi::P2POp>& op, Group& g) {
   if (g.size() == 1) {
-    for (auto& r : op->rounds)
-      if (r.after) r.after();
+    for (auto& lane : op->lanes)
+      for (auto& r : lane.rounds)
+        if (r.after) r.after();
     detail::count_call(*op->traffic, op->message);
     return Request();
   }
+  // Every rank schedules the same lanes for the same call, so they agree on the tags.
+  for (auto& lane : op->lanes) lane.tag = g.next_tag();
   progress.submit(op);
   return Request(std::make_unique<mpi::MpiOp>(progress, op));
 }

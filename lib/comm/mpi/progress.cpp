@@ -1,5 +1,8 @@
 #include "progress.hpp"
 
+#include <sys/prctl.h>
+
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <exception>
@@ -27,6 +30,7 @@ void Progress::submit(const std::shared_ptr<P2POp>& op) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     incoming_.push_back(op);
+    kick_ = true;
   }
   work_cv_.notify_one();
 }
@@ -35,12 +39,13 @@ void Progress::submit(const std::shared_ptr<Chain>& chain) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     incoming_chains_.push_back(chain);
+    kick_ = true;
   }
   work_cv_.notify_one();
 }
 
-// Whoever holds poll_mu_ polls: the thread while the caller computes, the caller itself
-// while it waits, so that a completion needs no hand-off through the scheduler.
+// Whoever holds poll_mu_ polls: the thread when there is one, else the caller; fail_all
+// takes it too, so that nothing advances an operation while it is being failed.
 bool Progress::try_poll(bool& moved) {
   std::unique_lock<std::mutex> pl(poll_mu_, std::try_to_lock);
   if (!pl.owns_lock()) return false;
@@ -48,53 +53,88 @@ bool Progress::try_poll(bool& moved) {
   return true;
 }
 
-// The thread sleeps while nothing is in flight and polls while something is (MPI over
-// TCP and shared memory only moves data inside MPI calls): it yields first, so that a
-// compute thread waiting for the core gets it, then sleeps briefly, to keep a ring step's
-// latency low without taking a core on a machine with few.
+// How long a poller naps when a poll moved nothing: a quarter of the time since anything
+// last moved, within [kMinNap, kMaxNap]. A round that takes T is then noticed at most
+// T/4 late, after about log(T/kMinNap)/log(1.25) polls, so that sixteen ranks waiting
+// on slow links poll a few hundred times a second each instead of spinning: on a machine
+// with fewer cores than ranks, spinning pollers take the cores from the ranks and the
+// network stack that would finish the transfer (docs/DESIGN.md section 9).
+namespace {
+using Clock = std::chrono::steady_clock;
+constexpr auto kMinNap = std::chrono::microseconds(20);
+constexpr auto kMaxNap = std::chrono::microseconds(1000);
+constexpr auto kMaxNapAwaited = std::chrono::microseconds(200);
+
+// While a caller waits (compute stalled), a late poll costs step time, so naps stay short.
+Clock::duration nap_after(Clock::duration idle, bool awaited) {
+  return std::clamp<Clock::duration>(idle / 4, kMinNap, awaited ? kMaxNapAwaited : kMaxNap);
+}
+
+// Naps of tens of microseconds are only honoured with a small timer slack (default 50 us).
+void tighten_timer_slack() { prctl(PR_SET_TIMERSLACK, 5000UL, 0UL, 0UL, 0UL); }
+}  // namespace
+
+// The thread sleeps on work_cv_ while nothing is in flight. While something is, it polls
+// at once again after a poll that moved something, and otherwise naps (nap_after); a new
+// operation or a caller starting to wait ends the nap (kick_), since both are moments
+// when a poll is likely to move something.
 void Progress::loop() {
-  int idle = 0;
+  tighten_timer_slack();
+  auto last_move = Clock::now();
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [&] {
-        return stop_ || !incoming_.empty() || !incoming_chains_.empty() || !active_.empty() ||
-               !chains_.empty();
-      });
+      work_cv_.wait(lock, [&] { return stop_ || has_work(); });
       if (stop_) return;
     }
     bool moved = false;
     try {
-      if (try_poll(moved) && moved) {
-        idle = 0;
-        continue;
-      }
+      try_poll(moved);
     } catch (const std::exception& e) {
       // Per-operation failures are caught in poll(); anything else (out of memory) fails
       // everything in flight, so that every waiter wakes with the reason.
       fail_all(std::string("the communication thread failed: ") + e.what());
     }
-    ++idle;
-    if (idle < 64) std::this_thread::yield();
-    else std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (moved) {
+      last_move = Clock::now();
+      continue;
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!kick_)
+      work_cv_.wait_for(lock, nap_after(Clock::now() - last_move, waiters_ > 0), [&] { return stop_ || kick_; });
+    if (kick_) last_move = Clock::now();
+    kick_ = false;
   }
 }
 
+bool Progress::has_work() const {
+  return !incoming_.empty() || !incoming_chains_.empty() || !active_.empty() || !chains_.empty();
+}
+
+// With the thread, a waiter only sleeps until the thread reports a completion (one poller,
+// no second thread spinning beside it). Without it, the caller polls and naps itself.
 template <class Done>
 void Progress::block_until(Done done) {
+  if (threaded()) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (done()) return;
+    kick_ = true;
+    ++waiters_;
+    work_cv_.notify_one();
+    done_cv_.wait(lock, done);
+    --waiters_;
+    return;
+  }
+  auto last_move = Clock::now();
   for (;;) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (done()) return;
     }
     bool moved = false;
-    if (!try_poll(moved)) {
-      // The thread is polling: wait for its word, briefly, then try to poll again.
-      std::unique_lock<std::mutex> lock(mu_);
-      done_cv_.wait_for(lock, std::chrono::microseconds(200), done);
-      continue;
-    }
-    if (!moved) std::this_thread::yield();
+    try_poll(moved);
+    if (moved) last_move = Clock::now();
+    else std::this_thread::sleep_for(nap_after(Clock::now() - last_move, true));
   }
 }
 
@@ -185,7 +225,7 @@ bool Progress::poll() {
     bool over = false;
     try {
       moved = advance(op) || moved;
-      over = op.next >= op.rounds.size() && op.requests.empty();
+      over = std::all_of(op.lanes.begin(), op.lanes.end(), [](const Lane& l) { return l.over(); });
     } catch (const std::exception& e) {
       error = op.what + ": " + e.what();
       over = true;
@@ -201,48 +241,66 @@ bool Progress::poll() {
   return advance_chains() || moved;
 }
 
-// Tests the round in flight; once it is complete, runs its reduction and posts the next
-// one (rounds without messages run at once). Receives are posted before sends.
 bool Progress::advance(P2POp& op) {
   bool moved = false;
-  if (!op.requests.empty()) {
-    int flag = 0;
-    MICS_CHECK_MPI(MPI_Testall(static_cast<int>(op.requests.size()), op.requests.data(), &flag,
-                               MPI_STATUSES_IGNORE));
-    if (!flag) return false;
-    op.requests.clear();
-    if (op.rounds[op.next].after) op.rounds[op.next].after();
-    ++op.next;
-    moved = true;
+  int waits_on = -1;
+  for (Lane& lane : op.lanes) {
+    moved = advance(op, lane) || moved;
+    if (waits_on < 0 && !lane.requests.empty()) waits_on = lane_waits_on(op, lane);
   }
   op.started = true;
-  while (op.next < op.rounds.size()) {
-    const Round& r = op.rounds[op.next];
-    int waits_on = -1;
-    for (bool sends : {false, true})
-      for (const Message& m : r.messages) {
-        if (m.send != sends || m.bytes == 0) continue;
-        MICS_ASSERT(m.bytes <= static_cast<std::size_t>(INT_MAX),
-                    op.what + ": a message of " + std::to_string(m.bytes) +
-                        " bytes exceeds MPI's int count limit; use smaller buckets");
-        MPI_Request req = MPI_REQUEST_NULL;
-        const int n = static_cast<int>(m.bytes);
-        if (sends) {
-          MICS_CHECK_MPI(MPI_Isend(m.buf, n, MPI_BYTE, m.peer, op.tag, op.comm, &req));
-          detail::count_send(*op.traffic, m.bytes);
-        } else {
-          MICS_CHECK_MPI(MPI_Irecv(m.buf, n, MPI_BYTE, m.peer, op.tag, op.comm, &req));
-          if (waits_on < 0) waits_on = op.world_of[static_cast<std::size_t>(m.peer)];
-        }
-        op.requests.push_back(req);
-      }
-    op.waiting_for = waits_on;
-    if (!op.requests.empty()) return true;
-    if (r.after) r.after();
-    ++op.next;
+  op.waiting_for = waits_on;
+  return moved;
+}
+
+// Tests the lane's round in flight; once it is complete, runs its reduction and posts the
+// next one (rounds without messages run at once). Receives are posted before sends.
+bool Progress::advance(P2POp& op, Lane& lane) {
+  bool moved = false;
+  if (!lane.requests.empty()) {
+    int flag = 0;
+    MICS_CHECK_MPI(MPI_Testall(static_cast<int>(lane.requests.size()), lane.requests.data(), &flag,
+                               MPI_STATUSES_IGNORE));
+    if (!flag) return false;
+    lane.requests.clear();
+    if (lane.rounds[lane.next].after) lane.rounds[lane.next].after();
+    ++lane.next;
+    moved = true;
+  }
+  while (lane.next < lane.rounds.size()) {
+    post(op, lane, lane.rounds[lane.next]);
+    if (!lane.requests.empty()) return true;
+    if (lane.rounds[lane.next].after) lane.rounds[lane.next].after();
+    ++lane.next;
     moved = true;
   }
   return moved;
+}
+
+void Progress::post(P2POp& op, Lane& lane, const Round& r) {
+  for (bool sends : {false, true})
+    for (const Message& m : r.messages) {
+      if (m.send != sends || m.bytes == 0) continue;
+      MICS_ASSERT(m.bytes <= static_cast<std::size_t>(INT_MAX),
+                  op.what + ": a message of " + std::to_string(m.bytes) +
+                      " bytes exceeds MPI's int count limit; use smaller buckets");
+      MPI_Request req = MPI_REQUEST_NULL;
+      const int n = static_cast<int>(m.bytes);
+      if (sends) {
+        MICS_CHECK_MPI(MPI_Isend(m.buf, n, MPI_BYTE, m.peer, lane.tag, op.comm, &req));
+        detail::count_send(*op.traffic, m.bytes);
+      } else {
+        MICS_CHECK_MPI(MPI_Irecv(m.buf, n, MPI_BYTE, m.peer, lane.tag, op.comm, &req));
+      }
+      lane.requests.push_back(req);
+    }
+}
+
+// The peer of the round's first receive: what the watchdog names when the lane stalls.
+int Progress::lane_waits_on(const P2POp& op, const Lane& lane) {
+  for (const Message& m : lane.rounds[lane.next].messages)
+    if (!m.send && m.bytes > 0) return op.world_of[static_cast<std::size_t>(m.peer)];
+  return -1;
 }
 
 void Progress::fail_all(const std::string& why) {
@@ -265,7 +323,7 @@ void Progress::finish(P2POp& op, const std::string& error) {
   op.waiting_for = -1;
   detail::end_busy(*op.traffic, MPI_Wtime());
   if (error.empty()) detail::count_call(*op.traffic, op.message);
-  op.scratch.reset();
+  op.scratch.clear();
   {
     std::lock_guard<std::mutex> lock(mu_);
     op.done = true;

@@ -3,10 +3,11 @@
 // schedules, see schedules.hpp), progressed by one thread per MpiCollectives while the
 // caller computes. Private to lib/comm/mpi.
 //
-// Threading: with MPI_THREAD_MULTIPLE the progress thread polls while the caller
-// computes; a caller blocked in wait() polls itself when the thread is not (one poller at
-// a time, poll_mu_). With a lower thread level there is no thread, and operations
-// progress inside test() and wait() on the caller's thread (no overlap, still correct).
+// Threading: with MPI_THREAD_MULTIPLE the progress thread is the only poller; a caller
+// blocked in wait() sleeps on a condition variable until the thread reports completion.
+// With a lower thread level there is no thread, and operations progress inside test()
+// and wait() on the caller's thread (no overlap, still correct). Pollers nap when a poll
+// moves nothing (progress.cpp, nap_after), so waiting costs little CPU.
 // Locks: one mutex guards the queues and the completion flags; no MPI call is made while
 // holding it, so a watchdog that ends the process never waits behind MPI.
 #include <mpi.h>
@@ -41,21 +42,30 @@ struct Round {
   std::function<void()> after;
 };
 
+// A sequence of rounds on its own tag. An operation's lanes run side by side, each on a
+// slice of every chunk, so that while one lane waits for its round to end (a reduction, a
+// handshake, the poller's nap) another's bytes are on the wire: a pipeline in
+// (lanes x rounds) steps instead of one lock-step ring.
+struct Lane {
+  std::vector<Round> rounds;
+  int tag = 0;
+  std::size_t next = 0;                    // the round in flight, or the next to post
+  std::vector<MPI_Request> requests;       // the messages of round `next` in flight
+  bool over() const { return next >= rounds.size() && requests.empty(); }
+};
+
 // One collective as the progress engine runs it.
 struct P2POp {
   // Fixed at issue.
   std::string what;                        // "all_gather on group 'partition' (4 ranks)"
   const char* algorithm = "";              // "ring", "recursive_doubling", "chain"
   MPI_Comm comm = MPI_COMM_NULL;
-  int tag = 0;
   std::vector<int> world_of;               // world rank of each communicator rank
   std::shared_ptr<detail::Traffic> traffic;
   std::uint64_t message = 0;
-  std::vector<Round> rounds;
-  std::shared_ptr<void> scratch;           // freed when the operation is
+  std::vector<Lane> lanes;
+  std::vector<std::shared_ptr<void>> scratch;  // freed when the operation is
   // The progressing thread's state.
-  std::size_t next = 0;
-  std::vector<MPI_Request> requests;
   std::atomic<int> waiting_for{-1};        // world rank this op waits on, -1: none
   std::atomic<bool> started{false};
   // Guarded by Progress::mu_.
@@ -96,9 +106,13 @@ public:
 
 private:
   void loop();
+  bool has_work() const;  // with mu_ held
   bool try_poll(bool& moved);  // false when another thread is polling
   bool poll();  // one pass over everything in flight; true when something moved
   bool advance(P2POp& op);
+  bool advance(P2POp& op, Lane& lane);
+  static void post(P2POp& op, Lane& lane, const Round& r);
+  static int lane_waits_on(const P2POp& op, const Lane& lane);
   bool advance_chains();
   void finish(P2POp& op, const std::string& error);
   void fail_all(const std::string& why);
@@ -110,6 +124,8 @@ private:
   std::deque<std::shared_ptr<P2POp>> incoming_;
   std::deque<std::shared_ptr<Chain>> incoming_chains_;
   bool stop_ = false;
+  bool kick_ = false;  // something happened that deserves a poll now (ends the thread's nap)
+  int waiters_ = 0;    // callers blocked in wait()
   // Only the thread holding poll_mu_ touches these.
   std::vector<std::shared_ptr<P2POp>> active_;
   std::deque<std::shared_ptr<Chain>> chains_;

@@ -1,5 +1,6 @@
 #include "schedules.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -16,10 +17,11 @@ char* at_byte(const void* p, std::size_t off) {
   return const_cast<char*>(static_cast<const char*>(p)) + off;
 }
 
-std::shared_ptr<void> scratch(std::size_t bytes) {
+void* scratch(P2POp& op, std::size_t bytes) {
   void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
   if (p == nullptr) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes of scratch");
-  return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  op.scratch.emplace_back(p, [](void* q) { std::free(q); });
+  return p;
 }
 
 Message send_to(int peer, void* buf, std::size_t bytes) { return {true, buf, bytes, peer}; }
@@ -36,6 +38,97 @@ std::size_t block_size(std::size_t count, int n, long long b) {
 long long wrap(long long x, int n) { return ((x % n) + n) % n; }
 
 bool power_of_two(int n) { return n > 0 && (n & (n - 1)) == 0; }
+
+// Lanes for rounds of `round_bytes`: one per kLaneBytes, at most kMaxLanes. Every rank
+// computes the same number, since every rank's rounds have the same sizes.
+int lanes_for(std::size_t round_bytes) {
+  const std::size_t l = round_bytes / kLaneBytes;
+  return static_cast<int>(std::clamp<std::size_t>(l, 1, kMaxLanes));
+}
+
+// Elements [begin, begin + size) of `count` that lane l of L owns.
+struct Slice {
+  std::size_t begin, size;
+};
+Slice lane_slice(std::size_t count, int lanes, int l) {
+  return {block_begin(count, lanes, l), block_size(count, lanes, l)};
+}
+
+Lane& new_lane(P2POp& op) {
+  op.lanes.emplace_back();
+  return op.lanes.back();
+}
+
+// One lane of a ring all-gather over byte range [lo, lo+len) of every chunk. Round s:
+// pass on the chunk received in round s-1 (first our own), receive the next.
+void ring_all_gather(P2POp& op, const Ring& r, void* buf, std::size_t cb, std::size_t lo, std::size_t len) {
+  Lane& lane = new_lane(op);
+  for (int s = 0; s + 1 < r.n; ++s) {
+    const auto out = static_cast<std::size_t>(r.at(r.pos - s));
+    const auto in = static_cast<std::size_t>(r.at(r.pos - s - 1));
+    lane.rounds.push_back({{recv_from(r.prev(), at_byte(buf, in * cb + lo), len),
+                            send_to(r.next(), at_byte(buf, out * cb + lo), len)}, nullptr});
+  }
+}
+
+// One lane of a ring reduce-scatter over elements [lo, lo+len) of every chunk of c.
+// Round s sends the partial sum of chunk at(pos-s-1) (in round 0 our own contribution)
+// and receives that of chunk at(pos-s-2), to which it adds ours. The last round receives
+// our own chunk's partial sum straight into recv.
+void ring_reduce_scatter(P2POp& op, const Ring& r, const void* send, void* recv, std::size_t c, Slice sl,
+                         DType dt) {
+  const std::size_t es = dtype_size(dt), cb = c * es, lo = sl.begin * es, len = sl.size * es;
+  Lane& lane = new_lane(op);
+  char* tmp0 = static_cast<char*>(scratch(op, 2 * len));
+  char* tmp[2] = {tmp0, tmp0 + len};
+  const std::size_t n_el = sl.size;
+  for (int s = 0; s + 1 < r.n; ++s) {
+    const bool last = s + 2 == r.n;
+    void* out = s == 0 ? at_byte(send, static_cast<std::size_t>(r.at(r.pos - 1)) * cb + lo) : tmp[(s + 1) % 2];
+    void* in = last ? at_byte(recv, lo) : tmp[s % 2];
+    const void* own = at_byte(send, static_cast<std::size_t>(r.at(r.pos - s - 2)) * cb + lo);
+    lane.rounds.push_back({{recv_from(r.prev(), in, len), send_to(r.next(), out, len)},
+                           [=] { sum_into(in, own, n_el, dt); }});
+  }
+}
+
+// One lane of a ring all-reduce over `count` elements at buf, blocks by ring position.
+// Reduce-scatter phase: round s sends block pos-s-1 and adds the received partial of
+// block pos-s-2 into place; after n-1 rounds block pos is complete. All-gather phase:
+// round s passes on block pos-s and receives block pos-s-1.
+void ring_all_reduce(P2POp& op, const Ring& r, void* buf, std::size_t count, DType dt) {
+  const std::size_t es = dtype_size(dt);
+  Lane& lane = new_lane(op);
+  void* tmp = scratch(op, block_size(count, r.n, 0) * es);
+  auto span = [&](long long b) {
+    const long long w = wrap(b, r.n);
+    return std::make_pair(at_byte(buf, block_begin(count, r.n, w) * es), block_size(count, r.n, w));
+  };
+  for (int s = 0; s + 1 < r.n; ++s) {
+    const auto out = span(r.pos - s - 1), in = span(r.pos - s - 2);
+    void* dst = in.first;
+    const std::size_t n_in = in.second;
+    lane.rounds.push_back({{recv_from(r.prev(), tmp, n_in * es), send_to(r.next(), out.first, out.second * es)},
+                           [=] { sum_into(dst, tmp, n_in, dt); }});
+  }
+  for (int s = 0; s + 1 < r.n; ++s) {
+    const auto out = span(r.pos - s), in = span(r.pos - s - 1);
+    lane.rounds.push_back({{recv_from(r.prev(), in.first, in.second * es), send_to(r.next(), out.first, out.second * es)},
+                           nullptr});
+  }
+}
+
+void schedule_recursive_doubling(P2POp& op, const Ring& r, void* buf, std::size_t count, DType dt) {
+  op.algorithm = "recursive_doubling";
+  const std::size_t bytes = count * dtype_size(dt);
+  void* tmp = scratch(op, bytes);
+  Lane& lane = new_lane(op);
+  for (int mask = 1; mask < r.n; mask <<= 1) {
+    const int partner = r.at(r.pos ^ mask);
+    lane.rounds.push_back({{recv_from(partner, tmp, bytes), send_to(partner, buf, bytes)},
+                           [=] { sum_into(buf, tmp, count, dt); }});
+  }
+}
 
 }  // namespace
 
@@ -65,58 +158,29 @@ void sum_into(void* dst, const void* src, std::size_t count, DType dt) {
   }
 }
 
-// Round s: pass on the chunk received in round s-1 (first our own), receive the next.
 void schedule_all_gather(P2POp& op, const Ring& r, void* buf, std::size_t cb) {
   op.algorithm = "ring";
-  for (int s = 0; s + 1 < r.n; ++s) {
-    const auto out = static_cast<std::size_t>(r.at(r.pos - s));
-    const auto in = static_cast<std::size_t>(r.at(r.pos - s - 1));
-    op.rounds.push_back({{recv_from(r.prev(), at_byte(buf, in * cb), cb),
-                          send_to(r.next(), at_byte(buf, out * cb), cb)}, nullptr});
+  if (r.n == 1) return;
+  const int lanes = lanes_for(cb);
+  for (int l = 0; l < lanes; ++l) {
+    const Slice sl = lane_slice(cb, lanes, l);
+    ring_all_gather(op, r, buf, cb, sl.begin, sl.size);
   }
 }
 
-// Round s sends the partial sum of chunk at(pos-s-1) (in round 0 our own contribution)
-// and receives that of chunk at(pos-s-2), to which it adds ours. The last round receives
-// our own chunk's partial sum straight into recv.
 void schedule_reduce_scatter(P2POp& op, const Ring& r, const void* send, void* recv, std::size_t c, DType dt) {
   op.algorithm = "ring";
-  const std::size_t cb = c * dtype_size(dt);
   if (r.n == 1) {
-    op.rounds.push_back({{}, [=] { std::memcpy(recv, send, cb); }});
+    const std::size_t cb = c * dtype_size(dt);
+    new_lane(op).rounds.push_back({{}, [=] { std::memcpy(recv, send, cb); }});
     return;
   }
-  op.scratch = scratch(2 * cb);
-  char* tmp[2] = {static_cast<char*>(op.scratch.get()), static_cast<char*>(op.scratch.get()) + cb};
-  for (int s = 0; s + 1 < r.n; ++s) {
-    const bool last = s + 2 == r.n;
-    void* out = s == 0 ? at_byte(send, static_cast<std::size_t>(r.at(r.pos - 1)) * cb) : tmp[(s + 1) % 2];
-    void* in = last ? recv : tmp[s % 2];
-    const void* own = at_byte(send, static_cast<std::size_t>(r.at(r.pos - s - 2)) * cb);
-    op.rounds.push_back({{recv_from(r.prev(), in, cb), send_to(r.next(), out, cb)},
-                         [=] { sum_into(in, own, c, dt); }});
-  }
+  const int lanes = lanes_for(c * dtype_size(dt));
+  for (int l = 0; l < lanes; ++l) ring_reduce_scatter(op, r, send, recv, c, lane_slice(c, lanes, l), dt);
 }
 
-namespace {
-
-void schedule_recursive_doubling(P2POp& op, const Ring& r, void* buf, std::size_t count, DType dt) {
-  op.algorithm = "recursive_doubling";
-  const std::size_t bytes = count * dtype_size(dt);
-  op.scratch = scratch(bytes);
-  void* tmp = op.scratch.get();
-  for (int mask = 1; mask < r.n; mask <<= 1) {
-    const int partner = r.at(r.pos ^ mask);
-    op.rounds.push_back({{recv_from(partner, tmp, bytes), send_to(partner, buf, bytes)},
-                         [=] { sum_into(buf, tmp, count, dt); }});
-  }
-}
-
-}  // namespace
-
-// Blocks by ring position. Reduce-scatter phase: round s sends block pos-s-1 and adds
-// the received partial of block pos-s-2 into place; after n-1 rounds block pos is
-// complete. All-gather phase: round s passes on block pos-s and receives block pos-s-1.
+// Small messages on 2^m ranks: recursive doubling; else lanes of ring all-reduces, each
+// over a contiguous slice of the buffer.
 void schedule_all_reduce(P2POp& op, const Ring& r, void* buf, std::size_t count, DType dt) {
   if (r.n == 1) return;
   const std::size_t es = dtype_size(dt);
@@ -125,23 +189,10 @@ void schedule_all_reduce(P2POp& op, const Ring& r, void* buf, std::size_t count,
     return;
   }
   op.algorithm = "ring";
-  op.scratch = scratch(block_size(count, r.n, 0) * es);
-  void* tmp = op.scratch.get();
-  auto span = [&](long long b) {
-    const long long w = wrap(b, r.n);
-    return std::make_pair(at_byte(buf, block_begin(count, r.n, w) * es), block_size(count, r.n, w));
-  };
-  for (int s = 0; s + 1 < r.n; ++s) {
-    const auto out = span(r.pos - s - 1), in = span(r.pos - s - 2);
-    void* dst = in.first;
-    const std::size_t n_in = in.second;
-    op.rounds.push_back({{recv_from(r.prev(), tmp, n_in * es), send_to(r.next(), out.first, out.second * es)},
-                         [=] { sum_into(dst, tmp, n_in, dt); }});
-  }
-  for (int s = 0; s + 1 < r.n; ++s) {
-    const auto out = span(r.pos - s), in = span(r.pos - s - 1);
-    op.rounds.push_back({{recv_from(r.prev(), in.first, in.second * es), send_to(r.next(), out.first, out.second * es)},
-                         nullptr});
+  const int lanes = lanes_for(count * es / static_cast<std::size_t>(r.n));
+  for (int l = 0; l < lanes; ++l) {
+    const Slice sl = lane_slice(count, lanes, l);
+    ring_all_reduce(op, r, at_byte(buf, sl.begin * es), sl.size, dt);
   }
 }
 
@@ -152,8 +203,9 @@ void schedule_broadcast(P2POp& op, const Ring& r, void* buf, std::size_t bytes, 
   int root_pos = 0;
   while (r.at(root_pos) != root) ++root_pos;
   const long long d = wrap(r.pos - root_pos, r.n);
-  if (d > 0) op.rounds.push_back({{recv_from(r.prev(), buf, bytes)}, nullptr});
-  if (d + 1 < r.n) op.rounds.push_back({{send_to(r.next(), buf, bytes)}, nullptr});
+  Lane& lane = new_lane(op);
+  if (d > 0) lane.rounds.push_back({{recv_from(r.prev(), buf, bytes)}, nullptr});
+  if (d + 1 < r.n) lane.rounds.push_back({{send_to(r.next(), buf, bytes)}, nullptr});
 }
 
 }  // namespace mics::comm::mpi

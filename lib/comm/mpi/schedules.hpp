@@ -33,7 +33,8 @@ Ring ring_of(const Group& g);
 
 void sum_into(void* dst, const void* src, std::size_t count, DType dt);
 
-// Each fills op.rounds (and op.scratch); op.algorithm names what runs.
+// Each fills op.lanes (and op.scratch); op.algorithm names what runs. The caller gives
+// every lane its tag.
 void schedule_all_gather(P2POp& op, const Ring& r, void* buf, std::size_t chunk_bytes);
 void schedule_reduce_scatter(P2POp& op, const Ring& r, const void* send, void* recv, std::size_t chunk_count,
                              DType dt);
@@ -42,5 +43,10 @@ void schedule_broadcast(P2POp& op, const Ring& r, void* buf, std::size_t bytes, 
 
 // Messages up to this size on a power-of-two group use recursive doubling.
 constexpr std::size_t kSmallAllReduceBytes = 32 * 1024;
+
+// A ring whose rounds carry at least 2 x kLaneBytes runs as several lanes (progress.hpp,
+// Lane), up to kMaxLanes, each on its own slice of every chunk.
+constexpr std::size_t kLaneBytes = 64 * 1024;
+constexpr std::size_t kMaxLanes = 4;
 
 }  // namespace mics::comm::mpi
