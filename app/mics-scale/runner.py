@@ -45,7 +45,11 @@ class Run:
         args = [os.environ.get("MICS_TRAIN", os.path.join(bin_dir, "mics-train")),
                 "--model", s.model, "--ranks-per-node", str(s.ranks_per_node),
                 "--global-batch", str(s.batch(self.nodes)), "--micro-batch", str(s.micro_batch),
-                "--steps", str(self.steps), "--metrics", os.path.join(self.dir, "metrics.csv")]
+                "--steps", str(self.steps), "--metrics", os.path.join(self.dir, "metrics.csv"),
+                # No validation pass after the last step: its gathers would be counted in
+                # the per-step wire bytes (the 0-step baseline has none). train-args may
+                # still ask for one.
+                "--eval-batches", "0"]
         args += self.strategy.train_args()
         if s.compute == "model":
             args += ["--backend", "emulated", "--emulated-tflops", repr(s.emulated_tflops),
