@@ -5,6 +5,7 @@
 #include <cmath>
 #include <deque>
 #include <sstream>
+#include <utility>
 
 #include "mics/core/check.hpp"
 #include "mics/core/error.hpp"
@@ -103,6 +104,7 @@ struct Engine::Impl {
     device::Buffer recv;    // chunk, reduce type
     int bucket = -1;
     double weight = 0;
+    bool last = false;      // of the step's last micro-step: the accumulator is then final
     comm::Request reduce;
   };
 
@@ -127,6 +129,11 @@ struct Engine::Impl {
   std::vector<ParamSlot*> gathered;            // by bucket: the slot holding it, or null
   std::vector<GradSlot> grad_slots;
   std::deque<GradSlot*> reducing;              // in flight, oldest first
+  // Hop 2 started during the last micro-step's backward, one bucket at a time as its
+  // reduce-scatter is finished (finish_oldest_reduce).
+  bool sync_early = false;
+  std::vector<std::pair<int, comm::Request>> syncing;  // (bucket, its all-reduce)
+  std::vector<device::Buffer> sync_buf;        // per bucket, when hop 2 is narrowed
   // Host staging of one step's micro-batches (tokens, targets, predicted-token counts).
   std::vector<std::int32_t> batch_tokens, batch_targets, mask_scratch;
   std::vector<std::int64_t> batch_counts;
@@ -201,6 +208,7 @@ struct Engine::Impl {
 
   void start_reduce(GradSlot& s, double weight) {
     s.weight = weight;
+    s.last = sync_early;
     const int b = s.bucket;
     const void* send = s.grads.get();
     if (rdt != dt) {
@@ -227,10 +235,49 @@ struct Engine::Impl {
     be.accumulate(mdt, grad_acc[static_cast<std::size_t>(b)].get(), rdt, s.recv.get(), n,
                   s.weight);
     s.bucket = -1;
+    // The accumulator of b is final: its all-reduce can cross the replicas while the rest
+    // of backward runs. Reduces are finished at the same program points on every rank
+    // (when gradient slots run out, then at the end), so every rank issues these in the
+    // same order relative to its other collectives.
+    if (s.last) start_sync(b);
+    s.last = false;
   }
 
   void finish_all_reduces() {
     while (!reducing.empty()) finish_oldest_reduce();
+  }
+
+  // Hop 2: gradients cross partition groups once per optimizer step. Started here unless
+  // the last micro-step's backward already started them.
+  void finish_sync() {
+    const bool two_hop = cfg.grad_sync == GradSync::two_hop && groups.replication().size() > 1;
+    if (two_hop && !sync_early)
+      for (int b = 0; b < buckets(); ++b) start_sync(b);
+    sync_early = false;
+    const auto t1 = Clock::now();
+    for (auto& [b, r] : syncing) r.wait();
+    if (!syncing.empty()) exposed.sync += seconds_since(t1);
+    for (auto& [b, r] : syncing)
+      if (!sync_buf.empty())
+        be.cast(mdt, grad_acc[static_cast<std::size_t>(b)].get(), rdt,
+                sync_buf[static_cast<std::size_t>(b)].get(), static_cast<std::int64_t>(chunk(b)));
+    syncing.clear();
+  }
+
+  // Bucket b's hop-2 all-reduce. When gradients are reduced in a type narrower than the
+  // accumulator, hop 2 moves that type too (a cast copy of the accumulator, cast back
+  // after), as DeepSpeed's MiCS keeps its partitioned gradients in the model's half
+  // precision: bf16 moves half the bytes of f32.
+  void start_sync(int b) {
+    const auto ub = static_cast<std::size_t>(b);
+    void* buf = grad_acc[ub].get();
+    DType type = mdt;
+    if (!sync_buf.empty()) {
+      be.cast(rdt, sync_buf[ub].get(), mdt, buf, static_cast<std::int64_t>(chunk(b)));
+      buf = sync_buf[ub].get();
+      type = rdt;
+    }
+    syncing.emplace_back(b, coll.all_reduce(buf, chunk(b), type, groups.replication()));
   }
 
   // --- one micro-step ----------------------------------------------------------------------
@@ -382,6 +429,11 @@ Engine::Engine(const model::ModelConfig& model, const TrainConfig& cfg, device::
     s.recv = device::Buffer(backend, largest_chunk * rb);
     working_bytes_ += largest * cb + (reduce != compute ? largest * rb : 0) + largest_chunk * rb;
   }
+  if (cfg.grad_sync == GradSync::two_hop && groups.replication().size() > 1 && rb < sb)
+    for (int b = 0; b < nb; ++b) {
+      m.sync_buf.emplace_back(backend, m.chunk(b) * rb);
+      working_bytes_ += m.chunk(b) * rb;
+    }
   if (!defer_collectives) m.refresh_compute();
 }
 
@@ -390,6 +442,7 @@ Engine::~Engine() {
     // Never leave collectives in flight behind freed buffers.
     for (auto& s : impl_->param_slots) s.gather.wait();
     impl_->finish_all_reduces();
+    for (auto& [b, r] : impl_->syncing) r.wait();
   }
 }
 
@@ -451,7 +504,9 @@ StepResult Engine::train_step(const data::Dataset& data) {
   m.coll.sum_host(&total, 1, m.groups.world());
 
   double loss_sum = 0;
+  const bool two_hop = m.cfg.grad_sync == GradSync::two_hop && m.groups.replication().size() > 1;
   for (int a = 0; a < A; ++a) {
+    m.sync_early = two_hop && m.cfg.overlap_grad_sync && a == A - 1;
     model_->set_batch(tokens.data() + per * static_cast<std::size_t>(a),
                       targets.data() + per * static_cast<std::size_t>(a));
     const double loss = m.forward(*model_, m.cfg.prefetch);
@@ -461,16 +516,7 @@ StepResult Engine::train_step(const data::Dataset& data) {
   }
   m.finish_all_reduces();
 
-  // Hop 2: gradients cross partition groups once per optimizer step.
-  if (m.cfg.grad_sync == GradSync::two_hop && m.groups.replication().size() > 1) {
-    const auto t1 = Clock::now();
-    std::vector<comm::Request> sync;
-    for (int b = 0; b < m.buckets(); ++b)
-      sync.push_back(m.coll.all_reduce(m.grad_acc[static_cast<std::size_t>(b)].get(), m.chunk(b),
-                                       m.mdt, m.groups.replication()));
-    for (auto& r : sync) r.wait();
-    m.exposed.sync += seconds_since(t1);
-  }
+  m.finish_sync();
 
   // Global gradient norm: replicas hold identical shards, so the partition group's shards
   // cover the model exactly once. The weighted loss is summed over the whole world.

@@ -52,6 +52,9 @@ po::options_description option_description() {
      "several nodes")
     ("grad-sync", po::value<std::string>()->default_value("two-hop"),
      "two-hop (replication all-reduce once per optimizer step) or every-micro-step (the ablation)")
+    ("overlap-grad-sync", po::value<bool>()->default_value(true),
+     "two-hop: start each bucket's replication all-reduce during the last micro-step's backward, "
+     "as soon as its gradient is reduced (false: all of them after the backward)")
     ("prefetch", po::value<bool>()->default_value(true),
      "gather the next bucket while the current one computes (false to turn off)")
     ("recompute", po::value<bool>()->default_value(false)->implicit_value(true),
@@ -92,7 +95,8 @@ po::options_description option_description() {
     ("compute-dtype", po::value<std::string>(),
      "compute type of parameters and activations: f32 (CPU default) or bf16 (CUDA default)")
     ("grad-reduce-dtype", po::value<std::string>()->default_value("f32"),
-     "type gradients are reduce-scattered in: f32 or the compute type")
+     "type gradients are reduced in, both hops (the f32 accumulator is cast for the "
+     "replication all-reduce and back): f32 or the compute type")
     ("comm", po::value<std::string>(),
      "data path: mpi (host memory; host-staged for GPU buffers) or nccl (CUDA default)")
     ("comm-timeout", po::value<double>()->default_value(300),
@@ -217,6 +221,7 @@ bool parse_options(int argc, char** argv, RunOptions& o, std::string& help_out) 
                                      " must be 0 (detect) or a positive number of ranks");
   t.grad_sync = engine::parse_grad_sync(get<std::string>(vm, "grad-sync"));
   t.prefetch = get<bool>(vm, "prefetch");
+  t.overlap_grad_sync = get<bool>(vm, "overlap-grad-sync");
   t.recompute = get<bool>(vm, "recompute");
   t.global_batch = get<int>(vm, "global-batch");
   t.micro_batch = get<int>(vm, "micro-batch");

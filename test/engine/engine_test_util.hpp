@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,10 +52,11 @@ inline bool replicas_match(engine::Engine& e, comm::ProcessGroups& g) {
 
 // Runs `steps` optimizer steps on `world` (MPI_COMM_WORLD, or MPI_COMM_SELF for the
 // single-process reference) with the given configuration, computing, reducing and
-// keeping model states in `precision`.
+// keeping model states in `precision` (model states in `states` when given).
 inline RunResult run_layout(MPI_Comm world, const model::ModelConfig& mc,
                             const engine::TrainConfig& tc, int steps,
-                            device::DType precision = device::DType::f32) {
+                            device::DType precision = device::DType::f32,
+                            std::optional<device::DType> states = std::nullopt) {
   auto backend = device::make_cpu_backend(1);
   int W = 1;
   MPI_Comm_size(world, &W);
@@ -65,7 +67,7 @@ inline RunResult run_layout(MPI_Comm world, const model::ModelConfig& mc,
   data::SyntheticDataset data(static_cast<int>(mc.vocab));
   RunResult r;
   {
-    engine::Engine e(mc, tc, *backend, coll, groups, precision, precision, precision);
+    engine::Engine e(mc, tc, *backend, coll, groups, precision, precision, states.value_or(precision));
     r.state_bytes = e.model_state_bytes();
     for (int s = 0; s < steps; ++s) {
       const auto res = e.train_step(data);

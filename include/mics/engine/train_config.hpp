@@ -43,6 +43,9 @@ struct TrainConfig {
   bool hierarchical = false;
   GradSync grad_sync = GradSync::two_hop;
   bool prefetch = true;
+  // two_hop: start each bucket's replication all-reduce during the last micro-step's
+  // backward, as soon as its reduce-scatter is finished, instead of after the backward.
+  bool overlap_grad_sync = true;
   bool recompute = false;       // activation recomputation: keep block outputs only
   int ranks_per_node = 0;       // 0 = detect from shared-memory domains
   int global_batch = 8;         // sequences per optimizer step, over all ranks
