@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""plan-paper.py [--check PLANNER.md] [BUILD_DIR]: mics-plan's predictions against the MiCS
+"""plan-paper.py [--check PLANNER.md] [BUILD_DIR | MICS_PLAN]: mics-plan's predictions against the MiCS
 paper's figures (issue 12). One compute-efficiency factor is fitted, to the 175B / 16 p4de
 figure; every other row is a prediction with that factor and the clusters' cited numbers
 (inputs/clusters/*.cfg). ZeRO rows replay DeepSpeed 0.5.6's schedule (the paper's
 baseline) unless BASELINE=engine.
-Environment: BATCH_PER_GPU (8), MICRO (2), RECOMPUTE (true), BASELINE (deepspeed-0.5.6).
+Environment: BATCH_PER_GPU (8), MICRO (4), RECOMPUTE (true), BASELINE (deepspeed-0.5.6).
 Prints a markdown table (validation/PLANNER.md holds a copy). With --check FILE it
 prints nothing but compares each row's goal status (met / not met) and prediction with
 the table in FILE, and exits 1 when they differ: the documented table cannot rot."""
@@ -21,12 +21,12 @@ if args[:1] == ["--check"]:
     check_file, args = args[1], args[2:]
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 build = args[0] if args else os.path.join(root, "build")
-plan = os.path.join(build, "bin", "mics-plan")
+plan = build if os.path.isfile(build) else os.path.join(build, "bin", "mics-plan")
 models, clusters = os.path.join(root, "inputs/models"), os.path.join(root, "inputs/clusters")
 tmp = tempfile.mkdtemp(prefix="plan-paper-")
 # Assumptions shared by every row (the paper does not state all of them):
 BATCH_PER_GPU = int(os.environ.get("BATCH_PER_GPU", "8"))
-MICRO = int(os.environ.get("MICRO", "2"))
+MICRO = int(os.environ.get("MICRO", "4"))
 RECOMPUTE = os.environ.get("RECOMPUTE", "true")
 BASELINE = os.environ.get("BASELINE", "deepspeed-0.5.6")
 WEAK_POINTS, TFLOPS_SHARE = 5.0, 0.15  # the issue's goals
