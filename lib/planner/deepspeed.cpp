@@ -113,8 +113,14 @@ private:
     }
     if (pending_numel_ >= kDsReduceBucket) flush();
   }
+  // reduce_ipg_grads first calls reduction_stream.synchronize(): the host waits for the
+  // previous bucket's reductions, so no compute is launched until they are done.
   void flush() {
-    if (pending_s_ > 0) launch(pending_s_);
+    if (pending_s_ > 0) {
+      t_ = std::max(t_, reduced_);
+      launch(pending_s_);
+      reduced_ = queue_;
+    }
     pending_s_ = pending_numel_ = 0;
   }
 
@@ -124,7 +130,7 @@ private:
   std::vector<std::size_t> first_, last_;
   std::size_t next_ = 0;
   bool in_flight_ = false;
-  double t_ = 0, queue_ = 0, compute_ = 0, comm_ = 0, pending_s_ = 0, pending_numel_ = 0;
+  double t_ = 0, queue_ = 0, reduced_ = 0, compute_ = 0, comm_ = 0, pending_s_ = 0, pending_numel_ = 0;
 };
 
 // The sub-modules of one micro-step: forward, then backward (with recomputation, each
