@@ -258,6 +258,10 @@ BOOST_AUTO_TEST_CASE(a_written_cluster_reads_back_the_same) {
   c.name = "round-trip";
   c.algorithms = Algorithms::mpi;
   c.overlap = false;
+  c.base_latency_us = 7;
+  c.inter_efficiency = 0.5;
+  c.inter_efficiency_nodes = 4;
+  c.inter_efficiency_per_doubling = 0.9;
   const auto path = std::filesystem::temp_directory_path() / "mics-planner-round-trip.cfg";
   {
     std::ofstream f(path);
@@ -270,6 +274,10 @@ BOOST_AUTO_TEST_CASE(a_written_cluster_reads_back_the_same) {
   BOOST_TEST(d.overlap == c.overlap);
   BOOST_TEST(d.inter_bandwidth_gbs == c.inter_bandwidth_gbs);
   BOOST_TEST(d.intra_latency_us == c.intra_latency_us);
+  BOOST_TEST(d.base_latency_us == c.base_latency_us);
+  BOOST_TEST(d.inter_efficiency == c.inter_efficiency);
+  BOOST_TEST(d.inter_efficiency_nodes == c.inter_efficiency_nodes);
+  BOOST_TEST(d.inter_efficiency_per_doubling == c.inter_efficiency_per_doubling);
 }
 
 BOOST_AUTO_TEST_CASE(calibration_recovers_the_links_that_made_the_timings) {
