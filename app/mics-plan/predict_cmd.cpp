@@ -265,12 +265,16 @@ void write_csv(const std::string& path, const std::vector<Row>& rows) {
 
 void print_table(const Request& r, const std::vector<Row>& rows) {
   std::printf("\ncluster          %s: %d ranks per node, %.4g GiB and %.4g dense TFLOPS (%s) per rank, efficiency %.3g,\n"
-              "                 links %.4g GB/s per rank inside a node, %.4g GB/s per node between nodes (%s)\n",
+              "                 links %.4g GB/s per rank inside a node, %.4g GB/s per node between nodes (%s;\n"
+              "                 achieved: %.3g of it at %.3g nodes, x%.3g per doubling of the nodes)\n",
               r.cluster.name.c_str(), r.g, r.cluster.memory_gib, r.cluster.peak_tflops, r.cluster.compute_dtype.c_str(),
               r.cluster.compute_efficiency, r.cluster.intra_bandwidth_gbs, r.cluster.inter_bandwidth_gbs,
-              algorithms_name(r.cluster.algorithms));
-  std::printf("predicted (a model's estimate, not a measurement); memory fits under %.0f%% of each rank's memory\n\n",
-              100.0 * (1.0 - r.cluster.memory_margin));
+              algorithms_name(r.cluster.algorithms), r.cluster.inter_efficiency, r.cluster.inter_efficiency_nodes,
+              r.cluster.inter_efficiency_per_doubling);
+  std::printf("predicted (a model's estimate, not a measurement); memory fits under %.0f%% of each rank's memory;\n"
+              "zero2/zero3 rows replay %s's schedule\n\n",
+              100.0 * (1.0 - r.cluster.memory_margin),
+              r.base.baseline == Baseline::engine ? "this engine" : baseline_name(r.base.baseline));
   std::printf("%-6s %5s %4s %5s %6s %5s %3s %10s %11s %8s %6s %8s %4s %10s %10s %10s %10s %6s\n", "strat", "p", "hier",
               "nodes", "gpus", "micro", "rec", "step_ms", "tokens/s", "TFLOPS", "MFU", "mem_GiB", "fits", "part_ms",
               "part_exp", "repl_ms", "repl_exp", "weak");
