@@ -186,8 +186,9 @@ BaselineTimes zero2(const Cluster& c, const Workload& w, const Layout& l, int ac
   const double micro_compute = L * (s.fwd_block + s.bwd_block) + s.fwd_head + s.bwd_head;
   const double buckets = std::ceil(params / kDsReduceBucket);
   const double reduces = buckets + n - 1;  // each partition boundary splits a bucket once more
-  const double reduce = reduces * collective_seconds(c, Collective::reduce_scatter, shape,
-                                                     params / reduces * kHalf * n / (n - 1));
+  const double reduce = n < 2 ? 0.0
+                                : reduces * collective_seconds(c, Collective::reduce_scatter, shape,
+                                                               params / reduces * kHalf * n / (n - 1));
   const double shards = std::ceil(params / kDsAllgatherBucket);
   const double gather = shards * collective_seconds(c, Collective::all_gather, shape, params / shards * kHalf);
   BaselineTimes r;
