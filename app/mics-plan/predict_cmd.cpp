@@ -114,6 +114,10 @@ Request parse_request(const po::variables_map& vm, const mics::model::ModelConfi
     throw UsageError("--grad-sync '" + gs + "' is not known; choose two-hop or every-micro-step");
   r.base.two_hop = gs == "two-hop";
   r.base.prefetch = vm["prefetch"].as<bool>();
+  const std::string bl = vm["baseline"].as<std::string>();
+  if (bl != "engine" && bl != "deepspeed-0.5.6")
+    throw UsageError("--baseline '" + bl + "' is not known; choose engine or deepspeed-0.5.6");
+  r.base.baseline = bl == "engine" ? Baseline::engine : Baseline::deepspeed_0_5_6;
   if (vm.count("strategy")) r.strategy = parse_strategy(vm["strategy"].as<std::string>());
   // Without --partition-size every p is considered (the option's default, 1, only sizes
   // the model-state line).
@@ -238,14 +242,14 @@ void write_csv(const std::string& path, const std::vector<Row>& rows) {
   f << "strategy,partition_size,hierarchical,nodes,gpus,ranks_per_node,global_batch,micro_batch,accumulation,"
        "recompute,step_ms,compute_ms,tokens_per_s,tflops_per_gpu,mfu,memory_gib_per_gpu,memory_usable_gib,fits,"
        "states_gib,working_gib,activations_gib,partition_comm_ms,partition_exposed_ms,replication_comm_ms,"
-       "replication_exposed_ms,optimizer_ms,weak_scaling_efficiency,recommended,hw_tflops_per_gpu\n";
+       "replication_exposed_ms,optimizer_ms,weak_scaling_efficiency,recommended,hw_tflops_per_gpu,baseline\n";
   char line[1024];
   for (const Row& row : rows) {
     const Prediction& p = row.p;
     const Layout& l = p.layout;
     std::snprintf(line, sizeof line,
                   "%s,%d,%d,%d,%d,%d,%lld,%lld,%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%d,%.6g,%.6g,%.6g,%.6g,%.6g,"
-                  "%.6g,%.6g,%.6g,%.6g,%d,%.6g\n",
+                  "%.6g,%.6g,%.6g,%.6g,%d,%.6g,%s\n",
                   strategy_name(l.strategy), l.p, l.two_step() ? 1 : 0, l.nodes(), l.world, l.ranks_per_node,
                   static_cast<long long>(p.workload.global_batch), static_cast<long long>(p.workload.micro_batch),
                   p.accumulation, p.workload.recompute ? 1 : 0, p.step_s * 1e3, p.compute_s * 1e3, p.tokens_per_s,
@@ -253,7 +257,7 @@ void write_csv(const std::string& path, const std::vector<Row>& rows) {
                   p.memory.states / kGiB, p.memory.working / kGiB, p.memory.activations / kGiB,
                   p.partition_comm_s * 1e3, p.partition_exposed_s * 1e3, p.replication_comm_s * 1e3,
                   p.replication_exposed_s * 1e3, p.optimizer_s * 1e3, row.weak, row.recommended ? 1 : 0,
-                  p.hw_tflops_per_gpu);
+                  p.hw_tflops_per_gpu, baseline_name(p.baseline));
     f << line;
   }
   if (!f.flush()) throw UsageError("writing --csv file '" + path + "' failed");
@@ -261,12 +265,16 @@ void write_csv(const std::string& path, const std::vector<Row>& rows) {
 
 void print_table(const Request& r, const std::vector<Row>& rows) {
   std::printf("\ncluster          %s: %d ranks per node, %.4g GiB and %.4g dense TFLOPS (%s) per rank, efficiency %.3g,\n"
-              "                 links %.4g GB/s per rank inside a node, %.4g GB/s per node between nodes (%s)\n",
+              "                 links %.4g GB/s per rank inside a node, %.4g GB/s per node between nodes (%s;\n"
+              "                 achieved: %.3g of it at %.3g nodes, x%.3g per doubling of the nodes)\n",
               r.cluster.name.c_str(), r.g, r.cluster.memory_gib, r.cluster.peak_tflops, r.cluster.compute_dtype.c_str(),
               r.cluster.compute_efficiency, r.cluster.intra_bandwidth_gbs, r.cluster.inter_bandwidth_gbs,
-              algorithms_name(r.cluster.algorithms));
-  std::printf("predicted (a model's estimate, not a measurement); memory fits under %.0f%% of each rank's memory\n\n",
-              100.0 * (1.0 - r.cluster.memory_margin));
+              algorithms_name(r.cluster.algorithms), r.cluster.inter_efficiency, r.cluster.inter_efficiency_nodes,
+              r.cluster.inter_efficiency_per_doubling);
+  std::printf("predicted (a model's estimate, not a measurement); memory fits under %.0f%% of each rank's memory;\n"
+              "zero2/zero3 rows replay %s's schedule\n\n",
+              100.0 * (1.0 - r.cluster.memory_margin),
+              r.base.baseline == Baseline::engine ? "this engine" : baseline_name(r.base.baseline));
   std::printf("%-6s %5s %4s %5s %6s %5s %3s %10s %11s %8s %6s %8s %4s %10s %10s %10s %10s %6s\n", "strat", "p", "hier",
               "nodes", "gpus", "micro", "rec", "step_ms", "tokens/s", "TFLOPS", "MFU", "mem_GiB", "fits", "part_ms",
               "part_exp", "repl_ms", "repl_exp", "weak");
@@ -357,6 +365,10 @@ void add_predict_options(po::options_description& desc) {
      "use it: pass mics-train --grad-reduce-dtype bf16 to match)")
     ("grad-sync", po::value<std::string>()->default_value("two-hop"), "two-hop or every-micro-step")
     ("prefetch", po::value<bool>()->default_value(true), "gather the next bucket during the current one")
+    ("baseline", po::value<std::string>()->default_value("engine"),
+     "whose schedule zero2 and zero3 rows replay: engine (this engine's), or deepspeed-0.5.6 (the MiCS paper's "
+     "baseline: per-tensor collectives, blocking fetches, a 5e7-element prefetch, reductions every micro-step; "
+     "docs/DESIGN.md section 10); ddp and mics rows are always this engine's; the CSV's baseline column says which")
     ("strategy", po::value<std::string>(), "only this strategy: ddp, zero2, zero3 or mics (with --partition-size)")
     ("hierarchical", "with --strategy: hierarchical collectives where the group spans nodes")
     ("csv", po::value<std::string>(), "write one row per strategy, partition size, hierarchical choice and node count")

@@ -80,6 +80,10 @@ const std::map<std::string, Setter>& setters() {
       {"intra_latency_us", number(&Cluster::intra_latency_us)},
       {"inter_bandwidth_gbs", number(&Cluster::inter_bandwidth_gbs)},
       {"inter_latency_us", number(&Cluster::inter_latency_us)},
+      {"base_latency_us", number(&Cluster::base_latency_us)},
+      {"inter_efficiency", number(&Cluster::inter_efficiency)},
+      {"inter_efficiency_nodes", number(&Cluster::inter_efficiency_nodes)},
+      {"inter_efficiency_per_doubling", number(&Cluster::inter_efficiency_per_doubling)},
   };
   return s;
 }
@@ -105,15 +109,31 @@ void Cluster::validate(const std::string& where) const {
   if (!(compute_efficiency > 0 && compute_efficiency <= 1))
     throw UsageError(where + ": compute_efficiency = " + std::to_string(compute_efficiency) +
                      " must be in (0, 1]");
+  if (!(inter_efficiency > 0 && inter_efficiency <= 1))
+    throw UsageError(where + ": inter_efficiency = " + std::to_string(inter_efficiency) +
+                     " must be in (0, 1]");
+  if (!(inter_efficiency_per_doubling > 0 && inter_efficiency_per_doubling <= 1))
+    throw UsageError(where + ": inter_efficiency_per_doubling = " + std::to_string(inter_efficiency_per_doubling) +
+                     " must be in (0, 1]");
+  if (!(inter_efficiency_nodes >= 1))
+    throw UsageError(where + ": inter_efficiency_nodes = " + std::to_string(inter_efficiency_nodes) +
+                     " must be at least 1");
   if (!(memory_margin >= 0 && memory_margin < 1))
     throw UsageError(where + ": memory_margin = " + std::to_string(memory_margin) +
                      " must be in [0, 1)");
   for (auto [key, v] : {std::pair<const char*, double>{"workspace_gib", workspace_gib},
                         {"shared_peak_tflops", shared_peak_tflops},
                         {"intra_latency_us", intra_latency_us},
-                        {"inter_latency_us", inter_latency_us}})
+                        {"inter_latency_us", inter_latency_us},
+                        {"base_latency_us", base_latency_us}})
     if (!(v >= 0))
       throw UsageError(where + ": " + key + " = " + std::to_string(v) + " must not be negative");
+}
+
+double Cluster::achieved_inter_gbs(int nodes) const {
+  const double doublings = std::log2(std::max(1, nodes) / inter_efficiency_nodes);
+  const double f = inter_efficiency * std::pow(inter_efficiency_per_doubling, doublings);
+  return inter_bandwidth_gbs * std::min(1.0, f);
 }
 
 double Cluster::rank_peak_tflops(int world) const {
@@ -149,7 +169,8 @@ Cluster load_cluster(const std::string& path) {
                        "ranks_per_node, memory_gib, memory_margin, workspace_gib, peak_tflops, "
                        "shared_peak_tflops, compute_efficiency, memory_bandwidth_gbs, "
                        "intra_bandwidth_gbs, intra_latency_us, inter_bandwidth_gbs, "
-                       "inter_latency_us, compute_dtype)");
+                       "inter_latency_us, base_latency_us, inter_efficiency, inter_efficiency_nodes, "
+                       "inter_efficiency_per_doubling, compute_dtype)");
     it->second(c, at, key, value);
   }
   c.validate(where);
@@ -175,7 +196,11 @@ void write_cluster(std::ostream& os, const Cluster& c, const std::string& commen
      << "intra_bandwidth_gbs = " << c.intra_bandwidth_gbs << "\n"
      << "intra_latency_us = " << c.intra_latency_us << "\n"
      << "inter_bandwidth_gbs = " << c.inter_bandwidth_gbs << "\n"
-     << "inter_latency_us = " << c.inter_latency_us << "\n";
+     << "inter_latency_us = " << c.inter_latency_us << "\n"
+     << "base_latency_us = " << c.base_latency_us << "\n"
+     << "inter_efficiency = " << c.inter_efficiency << "\n"
+     << "inter_efficiency_nodes = " << c.inter_efficiency_nodes << "\n"
+     << "inter_efficiency_per_doubling = " << c.inter_efficiency_per_doubling << "\n";
 }
 
 }  // namespace mics::planner

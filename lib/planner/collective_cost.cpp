@@ -21,21 +21,31 @@ double alpha(const Cluster& c, const GroupShape& g) {
 double ring_bandwidth(const Cluster& c, const GroupShape& g) {
   double b = std::numeric_limits<double>::infinity();
   if (g.per_node > 1 || g.nodes() == 1) b = c.intra_bandwidth_gbs * kGB;
-  if (g.nodes() > 1) b = std::min(b, c.inter_bandwidth_gbs * kGB / g.sharing());
+  if (g.nodes() > 1) b = std::min(b, c.achieved_inter_gbs(g.nodes()) * kGB / g.sharing());
   return b;
 }
 
+// NCCL's own latency model of a ring (its tuning tables): a launch cost, then one hop
+// latency per pipelined step. Of the n-1 steps of an all-gather or reduce-scatter only
+// k-1 cross nodes (2k of the 2(n-1) of an all-reduce); the others ride the node's links.
+// The sum still grows with n, which is what hurts a flat ring over hundreds of ranks.
+double ring_latency(const Cluster& c, Collective op, const GroupShape& g) {
+  const int n = g.size, k = g.nodes();
+  const bool ar = op == Collective::all_reduce;
+  const double steps = ar ? 2.0 * (n - 1) : n - 1.0;
+  const double inter = k > 1 ? std::min(steps, ar ? 2.0 * k : k - 1.0) : 0.0;
+  return (c.base_latency_us + (steps - inter) * c.intra_latency_us + inter * c.inter_latency_us) * 1e-6;
+}
+
 double ring_seconds(const Cluster& c, Collective op, const GroupShape& g, double bytes) {
-  const int n = g.size;
-  const double steps = op == Collective::all_reduce ? 2.0 * (n - 1) : n - 1.0;
-  return steps * alpha(c, g) + bus_factor(op, n) * bytes / ring_bandwidth(c, g);
+  return ring_latency(c, op, g) + bus_factor(op, g.size) * bytes / ring_bandwidth(c, g);
 }
 
 // Time to move `intra` bytes through one rank's node-local link and `inter` bytes through
 // its node's network link (shared by the groups on the node), whichever is slower.
 double links(const Cluster& c, const GroupShape& g, double intra, double inter) {
   const double a = intra / (c.intra_bandwidth_gbs * kGB);
-  const double b = g.nodes() > 1 ? inter * g.sharing() / (c.inter_bandwidth_gbs * kGB) : 0.0;
+  const double b = g.nodes() > 1 ? inter * g.sharing() / (c.achieved_inter_gbs(g.nodes()) * kGB) : 0.0;
   return std::max(a, b);
 }
 
@@ -44,7 +54,7 @@ double links(const Cluster& c, const GroupShape& g, double intra, double inter) 
 double tree_seconds(const Cluster& c, const GroupShape& g, double bytes) {
   const double local = log2_ceil(g.per_node), remote = log2_ceil(g.size) - local;
   return local * (c.intra_latency_us * 1e-6 + bytes / (c.intra_bandwidth_gbs * kGB)) +
-         remote * (c.inter_latency_us * 1e-6 + bytes * g.sharing() / (c.inter_bandwidth_gbs * kGB));
+         remote * (c.inter_latency_us * 1e-6 + bytes * g.sharing() / (c.achieved_inter_gbs(g.nodes()) * kGB));
 }
 
 double mpi_seconds(const Cluster& c, Collective op, const GroupShape& g, double bytes) {

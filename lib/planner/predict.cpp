@@ -8,6 +8,7 @@
 #include "mics/layout/plan.hpp"
 #include "mics/model/layout.hpp"
 #include "mics/planner/collective_cost.hpp"
+#include "mics/planner/deepspeed.hpp"
 
 namespace mics::planner {
 
@@ -47,18 +48,12 @@ public:
       sync_.push_back(sync(n));
       refresh_.push_back(persistent(l.strategy) ? gather(n) : 0.0);
     }
-    const double rate = c.rank_peak_tflops(l.world) * 1e12 * c.compute_efficiency;
-    const model::ModelConfig& m = w.model;
-    const double total = model::training_flops(m, static_cast<double>(w.micro_batch), w.recompute) / rate;
-    const double s = static_cast<double>(m.seq), h = static_cast<double>(m.hidden),
-                 L = static_cast<double>(m.layers), V = static_cast<double>(m.vocab);
-    const double head_share = V / (16.0 * L * h) / (1.0 + s / (6.0 * h) + V / (16.0 * L * h));
-    const double f = w.recompute ? 4.0 : 3.0;
-    fwd_head_ = total * head_share / f;
-    bwd_head_ = total * head_share * (f - 1) / f;
-    fwd_block_ = total * (1 - head_share) / L / f;
-    bwd_block_ = total * (1 - head_share) / L * (f - 1) / f;
-    gathered_.assign(static_cast<std::size_t>(m.layers) + 2, nullptr);
+    const ComputeSplit split = compute_split(c, w, l);
+    fwd_head_ = split.fwd_head;
+    bwd_head_ = split.bwd_head;
+    fwd_block_ = split.fwd_block;
+    bwd_block_ = split.bwd_block;
+    gathered_.assign(static_cast<std::size_t>(w.model.layers) + 2, nullptr);
     ops_.resize(gathered_.size());
   }
 
@@ -191,11 +186,7 @@ private:
       k_.rep_comm += s;
       k_.rep_exposed += s;
     }
-    // AdamW reads master, m, v, gradient and writes master, m, v; then the gradient is
-    // zeroed and the compute shard refreshed: about 36 bytes per shard element.
-    const double elements = shard_chunk(sizes_.embeddings, l_.p) + L * shard_chunk(sizes_.block, l_.p) +
-                            shard_chunk(sizes_.final_norm, l_.p);
-    optimizer_ = elements * 36.0 / (c_.memory_bandwidth_gbs * 1e9);
+    optimizer_ = planner::optimizer_seconds(c_, w_.model, l_.p);
     k_.t += optimizer_;
     const double refresh = l_.p > 1 ? total(refresh_) : 0.0;
     k_.t += refresh;
@@ -237,6 +228,34 @@ void check_layout(const Layout& l) {
 
 }  // namespace
 
+const char* baseline_name(Baseline b) { return b == Baseline::engine ? "engine" : "deepspeed-0.5.6"; }
+
+ComputeSplit compute_split(const Cluster& c, const Workload& w, const Layout& l) {
+  const double rate = c.rank_peak_tflops(l.world) * 1e12 * c.compute_efficiency;
+  const model::ModelConfig& m = w.model;
+  const double total = model::training_flops(m, static_cast<double>(w.micro_batch), w.recompute) / rate;
+  const double s = static_cast<double>(m.seq), h = static_cast<double>(m.hidden),
+               L = static_cast<double>(m.layers), V = static_cast<double>(m.vocab);
+  const double head_share = V / (16.0 * L * h) / (1.0 + s / (6.0 * h) + V / (16.0 * L * h));
+  const double f = w.recompute ? 4.0 : 3.0;
+  ComputeSplit out;
+  out.fwd_head = total * head_share / f;
+  out.bwd_head = total * head_share * (f - 1) / f;
+  out.fwd_block = total * (1 - head_share) / L / f;
+  out.bwd_block = total * (1 - head_share) / L * (f - 1) / f;
+  return out;
+}
+
+// AdamW reads master, m, v, gradient and writes master, m, v; then the gradient is
+// zeroed and the compute shard refreshed: about 36 bytes per shard element.
+double optimizer_seconds(const Cluster& c, const model::ModelConfig& m, int p) {
+  const BucketSizes sizes = bucket_sizes(m);
+  const double elements = shard_chunk(sizes.embeddings, p) +
+                          static_cast<double>(sizes.layers) * shard_chunk(sizes.block, p) +
+                          shard_chunk(sizes.final_norm, p);
+  return elements * 36.0 / (c.memory_bandwidth_gbs * 1e9);
+}
+
 int compute_bytes(const Cluster& c) { return c.compute_dtype == "f32" ? 4 : 2; }
 
 MemoryInputs memory_inputs(const Cluster& c, const Workload& w) {
@@ -261,15 +280,27 @@ Prediction predict(const Cluster& c, const Workload& w, const Layout& l) {
   r.layout = l;
   r.workload = w;
   r.accumulation = static_cast<int>(w.global_batch / per_step);
-  Replay replay(c, w, l);
-  const Clocks k = replay.run(r.accumulation);
-  r.step_s = k.t;
-  r.compute_s = k.compute;
-  r.optimizer_s = replay.optimizer_seconds();
-  r.partition_comm_s = k.part_comm;
-  r.partition_exposed_s = k.part_exposed;
-  r.replication_comm_s = k.rep_comm;
-  r.replication_exposed_s = k.rep_exposed;
+  const bool deepspeed = w.baseline == Baseline::deepspeed_0_5_6 &&
+                         (l.strategy == Strategy::zero2 || l.strategy == Strategy::zero3);
+  r.baseline = deepspeed ? Baseline::deepspeed_0_5_6 : Baseline::engine;
+  if (deepspeed) {
+    const BaselineTimes k = deepspeed_056_step(c, w, l, r.accumulation);
+    r.step_s = k.step_s;
+    r.compute_s = k.compute_s;
+    r.optimizer_s = k.optimizer_s;
+    r.partition_comm_s = k.comm_s;
+    r.partition_exposed_s = k.exposed_s;
+  } else {
+    Replay replay(c, w, l);
+    const Clocks k = replay.run(r.accumulation);
+    r.step_s = k.t;
+    r.compute_s = k.compute;
+    r.optimizer_s = replay.optimizer_seconds();
+    r.partition_comm_s = k.part_comm;
+    r.partition_exposed_s = k.part_exposed;
+    r.replication_comm_s = k.rep_comm;
+    r.replication_exposed_s = k.rep_exposed;
+  }
   const double tokens = static_cast<double>(w.global_batch) * static_cast<double>(w.model.seq);
   r.tokens_per_s = tokens / r.step_s;
   r.tflops_per_gpu = model::training_flops(w.model, static_cast<double>(w.global_batch), false) /

@@ -41,6 +41,18 @@ check({r["strategy"] for r in rows} == {"ddp", "zero2", "zero3", "mics"}, "rows 
 check(all(float(r["step_ms"]) > 0 and r["fits"] in ("0", "1") for r in rows), "step times positive, fits 0/1")
 check(sum(r["recommended"] == "1" for r in rows) >= 1 and "recommendation" in out, "a recommendation")
 
+# 2b. --baseline deepspeed-0.5.6: zero rows say so in the CSV's baseline column, and are slower.
+ds_csv = os.path.join(work, "plan-ds.csv")
+rc, out = run("--model", f"{models}/gpt3-100b.cfg", "--cluster", f"{clusters}/p4d.24xlarge.cfg",
+              "--nodes", "16,64", "--baseline", "deepspeed-0.5.6", "--micro-batch", "2", "--recompute", "true",
+              "--csv", ds_csv)
+ds = list(csv.DictReader(open(ds_csv))) if os.path.exists(ds_csv) else []
+check(rc == 0 and ds and all(r["baseline"] == ("deepspeed-0.5.6" if r["strategy"] in ("zero2", "zero3") else "engine")
+                             for r in ds), "--baseline deepspeed-0.5.6 marks the zero2/zero3 rows in the CSV")
+check(all(r["baseline"] == "engine" for r in rows), "the default baseline is this engine's")
+z = {r["nodes"]: float(r["weak_scaling_efficiency"]) for r in ds if r["strategy"] == "zero3"}
+check(z.get("64", 1) < 0.9, "DeepSpeed 0.5.6's ZeRO-3 loses weak-scaling efficiency from 16 to 64 nodes")
+
 # 3. One layout, as the scaling study asks for it.
 one_csv = os.path.join(work, "one.csv")
 rc, out = run("--model", f"{models}/char-gpt.cfg", "--cluster", f"{clusters}/emulated.cfg", "--nodes", "2,4",

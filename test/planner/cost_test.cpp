@@ -11,6 +11,7 @@
 #include "mics/planner/calibrate.hpp"
 #include "mics/planner/cluster.hpp"
 #include "mics/planner/collective_cost.hpp"
+#include "mics/planner/deepspeed.hpp"
 #include "mics/planner/memory.hpp"
 #include "mics/planner/predict.hpp"
 
@@ -74,11 +75,48 @@ BOOST_AUTO_TEST_CASE(ring_collectives_match_the_alpha_beta_closed_form) {
   // Inside a node: n-1 steps, (n-1)/n of the buffer through each rank's link.
   BOOST_TEST(collective_seconds(c, Collective::all_gather, {8, 8, 8}, M) == 7 * a + 7.0 / 8 * M / B, tt::tolerance(1e-12));
   BOOST_TEST(collective_seconds(c, Collective::all_reduce, {4, 4, 8}, M) == 6 * a + 1.5 * M / B, tt::tolerance(1e-12));
-  // Across 4 nodes with 8 per node: the node link carries (n-1)/n M.
-  BOOST_TEST(collective_seconds(c, Collective::reduce_scatter, {32, 8, 8}, M) == 31 * ai + 31.0 / 32 * M / Bn,
+  // Across 4 nodes with 8 per node: the node link carries (n-1)/n M; of the 31 ring
+  // steps only 3 cross nodes (NCCL's latency model), the other 28 ride NVLink.
+  BOOST_TEST(collective_seconds(c, Collective::reduce_scatter, {32, 8, 8}, M) == 28 * a + 3 * ai + 31.0 / 32 * M / Bn,
              tt::tolerance(1e-12));
   // One member per node: 8 groups share each node's link.
   BOOST_TEST(collective_seconds(c, Collective::all_reduce, {4, 1, 8}, M) == 6 * ai + 1.5 * M * 8 / Bn,
+             tt::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(ring_latency_is_nccls_launch_cost_plus_a_hop_per_step) {
+  Cluster c = gpu_cluster();
+  c.base_latency_us = 8;
+  const double tiny = 1, a = 5e-6, ai = 30e-6, base = 8e-6;
+  // 512 ranks on 64 nodes: 511 steps, 63 of them across nodes; an all-reduce 2 x 511
+  // steps, 2 x 64 across nodes (NCCL counts the ring's wrap both ways).
+  BOOST_TEST(collective_seconds(c, Collective::all_gather, {512, 8, 8}, tiny) == base + 448 * a + 63 * ai,
+             tt::tolerance(1e-3));
+  BOOST_TEST(collective_seconds(c, Collective::all_reduce, {512, 8, 8}, tiny) == base + 894 * a + 128 * ai,
+             tt::tolerance(1e-3));
+  // The latency term grows with the ring: 4x the ranks, about 4x the latency.
+  const double t128 = collective_seconds(c, Collective::all_gather, {128, 8, 8}, tiny);
+  const double t512 = collective_seconds(c, Collective::all_gather, {512, 8, 8}, tiny);
+  BOOST_TEST(t512 / t128 > 3.5);
+}
+
+BOOST_AUTO_TEST_CASE(achieved_network_bandwidth_is_the_measured_share_falling_per_doubling) {
+  Cluster c = no_latency(gpu_cluster());
+  c.inter_efficiency = 0.6;
+  c.inter_efficiency_nodes = 4;
+  c.inter_efficiency_per_doubling = 0.8;
+  BOOST_TEST(c.achieved_inter_gbs(4) == 40 * 0.6, tt::tolerance(1e-12));
+  BOOST_TEST(c.achieved_inter_gbs(16) == 40 * 0.6 * 0.8 * 0.8, tt::tolerance(1e-12));
+  BOOST_TEST(c.achieved_inter_gbs(1) == 40 * 0.6 / 0.8 / 0.8, tt::tolerance(1e-12));
+  c.inter_efficiency_per_doubling = 0.1;  // never above the line rate
+  BOOST_TEST(c.achieved_inter_gbs(1) == 40.0, tt::tolerance(1e-12));
+  // A ring over 16 nodes: busbw = the achieved node bandwidth.
+  c.inter_efficiency_per_doubling = 0.8;
+  const double M = 1e9, t = collective_seconds(c, Collective::all_gather, {128, 8, 8}, M);
+  BOOST_TEST(bus_factor(Collective::all_gather, 128) * M / t / 1e9 == c.achieved_inter_gbs(16), tt::tolerance(1e-9));
+  // Inside a node nothing changes.
+  BOOST_TEST(collective_seconds(c, Collective::all_gather, {8, 8, 8}, M) ==
+                 collective_seconds(no_latency(gpu_cluster()), Collective::all_gather, {8, 8, 8}, M),
              tt::tolerance(1e-12));
 }
 
@@ -220,6 +258,10 @@ BOOST_AUTO_TEST_CASE(a_written_cluster_reads_back_the_same) {
   c.name = "round-trip";
   c.algorithms = Algorithms::mpi;
   c.overlap = false;
+  c.base_latency_us = 7;
+  c.inter_efficiency = 0.5;
+  c.inter_efficiency_nodes = 4;
+  c.inter_efficiency_per_doubling = 0.9;
   const auto path = std::filesystem::temp_directory_path() / "mics-planner-round-trip.cfg";
   {
     std::ofstream f(path);
@@ -232,6 +274,10 @@ BOOST_AUTO_TEST_CASE(a_written_cluster_reads_back_the_same) {
   BOOST_TEST(d.overlap == c.overlap);
   BOOST_TEST(d.inter_bandwidth_gbs == c.inter_bandwidth_gbs);
   BOOST_TEST(d.intra_latency_us == c.intra_latency_us);
+  BOOST_TEST(d.base_latency_us == c.base_latency_us);
+  BOOST_TEST(d.inter_efficiency == c.inter_efficiency);
+  BOOST_TEST(d.inter_efficiency_nodes == c.inter_efficiency_nodes);
+  BOOST_TEST(d.inter_efficiency_per_doubling == c.inter_efficiency_per_doubling);
 }
 
 BOOST_AUTO_TEST_CASE(calibration_recovers_the_links_that_made_the_timings) {
@@ -258,4 +304,76 @@ BOOST_AUTO_TEST_CASE(calibration_recovers_the_links_that_made_the_timings) {
   BOOST_TEST(fit.cluster.intra_latency_us == truth.intra_latency_us, tt::tolerance(0.05));
   BOOST_TEST(fit.cluster.inter_latency_us == truth.inter_latency_us, tt::tolerance(0.05));
   for (const auto& r : fit.bench) BOOST_TEST(std::fabs(r.error()) < 0.02);
+}
+
+BOOST_AUTO_TEST_CASE(deepspeed_baseline_moves_each_tensor_by_itself) {
+  // gpt(2, 512): every weight matrix and both embeddings are above the 1e5-element
+  // persistence threshold, every bias and norm below it.
+  const Cluster c = gpu_cluster();
+  Workload w;
+  w.model = gpt(2, 512);
+  w.global_batch = 16;
+  w.recompute = true;
+  w.baseline = Baseline::deepspeed_0_5_6;
+  const Layout l{Strategy::zero3, 16, 8, 16, false};
+  const GroupShape world{16, 8, 8};
+  const double h = 512, wte = 50304 * h, wpe = 1024 * h;
+  const auto ag = [&](double n) { return collective_seconds(c, Collective::all_gather, world, shard_padded(n, 16) * 2); };
+  const auto rs = [&](double n) {
+    return 16 * kDsCopyLaunch + collective_seconds(c, Collective::reduce_scatter, world, shard_padded(n, 16) * 2);
+  };
+  // Forward: embeddings, four weights per block, the tied head's embedding again; the
+  // recomputed forward gathers each block once more, the backward the embeddings.
+  double expected = 2 * (ag(wte) + ag(wpe)) + ag(wte);
+  for (int b = 0; b < 2; ++b) expected += 2 * (ag(3 * h * h) + ag(h * h) + 2 * ag(4 * h * h));
+  // One reduce-scatter per tensor: 12 per block, ln_f's two, the embeddings' two.
+  for (int b = 0; b < 2; ++b)
+    for (double n : {h, h, 3 * h * h, 3 * h, h * h, h, h, h, 4 * h * h, 4 * h, 4 * h * h, h}) expected += rs(n);
+  expected += 2 * rs(h) + rs(wte) + rs(wpe);
+  const Prediction p = predict(c, w, l);
+  BOOST_TEST(p.baseline == Baseline::deepspeed_0_5_6);
+  BOOST_TEST(p.partition_comm_s == expected, tt::tolerance(1e-9));
+  BOOST_TEST(p.step_s >= p.compute_s + p.optimizer_s);
+  BOOST_TEST(p.partition_exposed_s <= p.partition_comm_s * (1 + 1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(deepspeed_baseline_touches_only_zero_layouts_and_hides_no_zero2_reduce) {
+  Workload w;
+  w.model = gpt(8, 1024);
+  w.global_batch = 64;
+  w.micro_batch = 2;
+  Workload ds = w;
+  ds.baseline = Baseline::deepspeed_0_5_6;
+  for (const Layout& l : candidate_layouts(32, 8)) {
+    const Prediction a = predict(gpu_cluster(), w, l), b = predict(gpu_cluster(), ds, l);
+    const bool zero = l.strategy == Strategy::zero2 || l.strategy == Strategy::zero3;
+    BOOST_TEST_CONTEXT(strategy_name(l.strategy) << " p=" << l.p) {
+      BOOST_TEST((b.baseline == Baseline::deepspeed_0_5_6) == zero);
+      if (!zero) BOOST_TEST(a.step_s == b.step_s);
+      if (l.strategy == Strategy::zero2) BOOST_TEST(b.partition_exposed_s == b.partition_comm_s, tt::tolerance(1e-9));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(deepspeed_zero3_scales_worse_than_mics_on_the_p4d_preset) {
+  // Weak scaling 16 -> 64 nodes at a fixed batch per GPU: the per-tensor rings over all
+  // ranks pay latency and achieved bandwidth that fall with the ring; MiCS p = 128 keeps
+  // its rings and loses only the replication all-reduce.
+  const Cluster c = load_cluster(source_dir() + "/../../inputs/clusters/p4d.24xlarge.cfg");
+  mics::model::ModelConfig m = gpt(80, 10240);
+  m.seq = 2048;
+  m.heads = 80;
+  const auto per_gpu = [&](Strategy s, int p, int nodes) {
+    Workload w;
+    w.model = m;
+    w.micro_batch = 2;
+    w.recompute = true;
+    w.global_batch = 8LL * nodes * 8;
+    w.baseline = Baseline::deepspeed_0_5_6;
+    return predict(c, w, {s, nodes * 8, 8, p == 0 ? nodes * 8 : p, p != 0}).tokens_per_s / (nodes * 8);
+  };
+  const double zero3 = per_gpu(Strategy::zero3, 0, 64) / per_gpu(Strategy::zero3, 0, 16);
+  const double mics = per_gpu(Strategy::mics, 128, 64) / per_gpu(Strategy::mics, 128, 16);
+  BOOST_TEST(zero3 < 0.9);
+  BOOST_TEST(mics > 0.97);
 }

@@ -26,15 +26,30 @@ struct Cluster {
   double compute_efficiency = 0.5;  // achieved fraction of peak for the model's FLOPs
   double memory_bandwidth_gbs = 0;  // device memory GB/s per rank (optimizer step)
   double intra_bandwidth_gbs = 0;   // GB/s per rank, one direction, inside a node
-  double intra_latency_us = 0;      // per algorithm step inside a node
-  double inter_bandwidth_gbs = 0;   // GB/s per node, one direction, between nodes
-  double inter_latency_us = 0;      // per algorithm step between nodes
+  double intra_latency_us = 0;      // per algorithm step (ring hop) inside a node
+  double inter_bandwidth_gbs = 0;   // GB/s per node, one direction, between nodes (line rate)
+  double inter_latency_us = 0;      // per algorithm step (ring hop) that crosses nodes
+  // nccl: fixed cost of launching one collective (NCCL's own tuning model has one per
+  // algorithm and protocol); 0 keeps the pure per-step model.
+  double base_latency_us = 0;
+  // Fraction of inter_bandwidth_gbs that collectives achieve once a ring crosses nodes
+  // (nccl-tests' busbw over the line rate, measured at inter_efficiency_nodes nodes);
+  // 1 = the line rate.
+  double inter_efficiency = 1;
+  double inter_efficiency_nodes = 1;
+  // Measured busbw keeps falling as a ring spans more nodes: the factor per doubling of
+  // the nodes beyond inter_efficiency_nodes (1 = flat).
+  double inter_efficiency_per_doubling = 1;
   std::string compute_dtype = "bf16";  // bf16 or f32 (the compute copy and activations)
 
   // Throws mics::UsageError with one line naming the key and its rule.
   void validate(const std::string& where = "cluster") const;
   // Dense TFLOPS one rank gets in a job of `world` ranks (shared_peak_tflops split).
   double rank_peak_tflops(int world) const;
+  // The network bandwidth per node a collective whose ring spans `nodes` nodes gets:
+  // line rate x inter_efficiency, scaled by inter_efficiency_per_doubling per doubling of
+  // the nodes from inter_efficiency_nodes, never above the line rate.
+  double achieved_inter_gbs(int nodes) const;
 };
 
 const char* algorithms_name(Algorithms a);

@@ -16,6 +16,7 @@
 //
 // These are estimates of a model, not measurements.
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,13 @@
 
 namespace mics::planner {
 
+// Whose schedule the zero2 and zero3 layouts are replayed with: this engine's, or the
+// one DeepSpeed 0.5.6 ran (the MiCS paper's baseline; see deepspeed.hpp). ddp and mics
+// layouts are always this engine's.
+enum class Baseline { engine, deepspeed_0_5_6 };
+const char* baseline_name(Baseline b);
+inline std::ostream& operator<<(std::ostream& os, Baseline b) { return os << baseline_name(b); }
+
 struct Workload {
   model::ModelConfig model;
   std::int64_t global_batch = 0;  // sequences per step over all ranks
@@ -33,6 +41,7 @@ struct Workload {
   int reduce_bytes = 4;           // gradient reduce-scatter type (f32 4, bf16 2)
   bool two_hop = true;            // false: every-micro-step replication all-reduce
   bool prefetch = true;
+  Baseline baseline = Baseline::engine;
 };
 
 struct Layout {
@@ -55,10 +64,20 @@ struct Prediction {
   double replication_comm_s = 0, replication_exposed_s = 0;
   double tokens_per_s = 0, tflops_per_gpu = 0, mfu = 0;
   double hw_tflops_per_gpu = 0;  // FLOPs executed, recomputation included (f = 4 with it)
+  Baseline baseline = Baseline::engine;  // the schedule this row was replayed with
   MemoryBreakdown memory;
   double memory_capacity = 0;  // bytes usable: memory_gib x (1 - margin)
   bool fits = false;
 };
+
+// Seconds of compute of one micro-batch: forward and backward (recomputation included)
+// of one transformer block and of the embeddings/head, split as the FLOP formula says.
+struct ComputeSplit {
+  double fwd_block = 0, bwd_block = 0, fwd_head = 0, bwd_head = 0;
+};
+ComputeSplit compute_split(const Cluster& c, const Workload& w, const Layout& l);
+// AdamW over a rank's shard: memory-bound, about 36 bytes per shard element.
+double optimizer_seconds(const Cluster& c, const model::ModelConfig& m, int p);
 
 int compute_bytes(const Cluster& c);
 MemoryInputs memory_inputs(const Cluster& c, const Workload& w);

@@ -1,0 +1,53 @@
+#pragma once
+// The MiCS paper's baseline: ZeRO-2 and ZeRO-3 as DeepSpeed 0.5.6 scheduled them, replayed
+// for the same model, cluster and batch as this engine's layouts (mics-plan --baseline
+// deepspeed-0.5.6). What it models, read from DeepSpeed's sources at tag v0.5.6
+// (deepspeed/runtime/zero/stage3.py, partition_parameters.py, stage2.py, constants.py):
+//
+// ZeRO-3
+//  - parameters are fetched per sub-module (each Linear, LayerNorm, embedding) and the
+//    fetch blocks: the coordinator waits on its handles and calls torch.cuda.synchronize(),
+//    which also waits for the gradient reductions in flight on the reduction stream;
+//  - one NCCL all-gather per parameter tensor, in the 2-byte compute type;
+//  - tensors under stage3_param_persistence_threshold (1e5 elements) stay gathered;
+//  - after a fetch, when nothing is in flight, the next tensors in trace order are
+//    prefetched until stage3_prefetch_bucket_size (5e7 elements) is reached; launching
+//    each calls torch.cuda.synchronize() first, so only the last overlaps compute;
+//  - gradients are reduce-scattered one tensor at a time, in buckets of
+//    reduce_bucket_size (5e8 elements), on a second stream, every micro-step, through
+//    torch.distributed.reduce_scatter's list form, which PyTorch's ProcessGroupNCCL
+//    serves by copying each of the W input slices into one flat buffer first: W copies
+//    on the communication stream per tensor (kDsCopyLaunch each);
+//  - with activation checkpointing the recomputed forward gathers a block again and the
+//    backward reuses those tensors (stage3_max_reuse_distance, 1e9 elements).
+// ZeRO-2
+//  - overlap_comm is off by default: each gradient bucket (5e8 elements) is reduced on
+//    the compute stream, every micro-step, as one NCCL reduce per owning rank;
+//  - after the optimizer step the 2-byte parameters are all-gathered in shards of
+//    allgather_bucket_size (5e8 elements), exposed.
+// All collectives are over one communicator (the world), priced by collective_cost.hpp,
+// and share one queue. These are a model's estimates, not measurements.
+#include "mics/planner/cluster.hpp"
+#include "mics/planner/predict.hpp"
+
+namespace mics::planner {
+
+// DeepSpeed 0.5.6's defaults, in elements (deepspeed/runtime/zero/constants.py).
+constexpr double kDsPrefetchBucket = 5e7;
+constexpr double kDsReduceBucket = 5e8;
+constexpr double kDsAllgatherBucket = 5e8;
+constexpr double kDsPersistenceThreshold = 1e5;
+// Seconds per short copy kernel launched back to back: NVIDIA's "Getting Started with CUDA
+// Graphs" (developer.nvidia.com/blog/cuda-graphs, 2019) measures 3.8 us per short kernel
+// including its launch overhead.
+constexpr double kDsCopyLaunch = 3.8e-6;
+
+struct BaselineTimes {
+  double step_s = 0, compute_s = 0, optimizer_s = 0;
+  double comm_s = 0, exposed_s = 0;  // all of it is the partition group's (p = W)
+};
+
+// zero2 and zero3 layouts only (p = W); `accumulation` micro-steps, each reducing.
+BaselineTimes deepspeed_056_step(const Cluster& c, const Workload& w, const Layout& l, int accumulation);
+
+}  // namespace mics::planner
