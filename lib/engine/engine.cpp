@@ -73,6 +73,7 @@ int auto_partition_size(const model::ModelConfig& model, int world_size, int ran
   in.compute_bytes = static_cast<int>(device::dtype_size(compute));
   in.state_bytes = compute == DType::f64 ? 8 : 4;
   const auto need = [&](int p) {
+    in.replicas = world_size / p;
     return planner::rank_memory(model, planner::Strategy::mics, p, 1, false, in).total();
   };
   const std::vector<int> sizes = layout::valid_partition_sizes(world_size, ranks_per_node);

@@ -101,6 +101,8 @@ MemoryBreakdown rank_memory(const model::ModelConfig& c, Strategy s, int p, int 
   m.working += 4.0 * (big * cb + (in.reduce_bytes != in.compute_bytes ? big * rb : 0.0) + big_chunk * rb);
   // A hierarchical reduce-scatter keeps a k-chunk temporary while in flight (up to four).
   if (hierarchical && nodes_per_group > 1) m.working += 4.0 * nodes_per_group * big_chunk * rb;
+  // A hop 2 narrower than the accumulator all-reduces a cast copy of every shard.
+  if (in.replicas > 1 && rb < sb) m.working += over_buckets(b, [&](double n) { return shard_chunk(n, p) * rb; });
   m.activations = activation_bytes(c, in);
   m.workspace = in.workspace_bytes;
   return m;

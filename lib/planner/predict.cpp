@@ -308,7 +308,9 @@ Prediction predict(const Cluster& c, const Workload& w, const Layout& l) {
   r.mfu = r.tflops_per_gpu / c.rank_peak_tflops(l.world);
   r.hw_tflops_per_gpu = model::training_flops(w.model, static_cast<double>(w.global_batch), w.recompute) /
                         (l.world * r.step_s) / 1e12;
-  r.memory = rank_memory(w.model, l.strategy, l.p, l.nodes_per_group(), l.two_step(), memory_inputs(c, w));
+  MemoryInputs in = memory_inputs(c, w);
+  in.replicas = l.world / l.p;
+  r.memory = rank_memory(w.model, l.strategy, l.p, l.nodes_per_group(), l.two_step(), in);
   r.memory_capacity = c.memory_gib * kGiB * (1.0 - c.memory_margin);
   r.fits = r.memory.total() <= r.memory_capacity;
   return r;

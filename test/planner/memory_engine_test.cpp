@@ -56,6 +56,7 @@ void check_layout(engine::Strategy s, int p, bool hierarchical, const Types& t) 
   in.compute_bytes = static_cast<int>(device::dtype_size(t.compute));
   in.reduce_bytes = static_cast<int>(device::dtype_size(t.reduce));
   in.state_bytes = static_cast<int>(device::dtype_size(t.states));
+  in.replicas = W / p;
   // The engine's working set leaves out the hierarchical temporaries, which the
   // collectives allocate per call: compare without them.
   const auto m = planner::rank_memory(mc, to_planner(s), p, 1, false, in);

@@ -36,6 +36,7 @@ struct MemoryInputs {
   bool recompute = false;
   bool flash_attention = true;  // CUDA keeps 4 B per (row, head); the CPU the T x T scores
   double workspace_bytes = 0;
+  int replicas = 1;             // partition groups (W / p): hop 2 runs when above 1
 };
 
 struct MemoryBreakdown {
