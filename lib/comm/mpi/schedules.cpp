@@ -134,27 +134,51 @@ void schedule_recursive_doubling(P2POp& op, const Ring& r, void* buf, std::size_
 
 Ring ring_of(const Group& g) { return Ring{g.size(), g.ring_position(), &g.ring()}; }
 
+namespace {
+
+// The reductions are the rings' hot loops on the host (a bf16 reduce-scatter spends more
+// CPU summing than MPI spends moving): written to vectorise, and built for the widest
+// vector unit the CPU has (the baseline build targets plain x86-64).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void sum_f32(float* d, const float* s, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) d[i] = d[i] + s[i];
+}
+
+// float_to_bf16(bf16_to_float(d) + bf16_to_float(s)) bit for bit (round to nearest even,
+// NaN kept a quiet NaN), without the branch that stops vectorisation.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void sum_bf16(std::uint16_t* d, const std::uint16_t* s, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t ua = static_cast<std::uint32_t>(d[i]) << 16;
+    const std::uint32_t ub = static_cast<std::uint32_t>(s[i]) << 16;
+    float a, b;
+    std::memcpy(&a, &ua, 4);
+    std::memcpy(&b, &ub, 4);
+    const float f = a + b;
+    std::uint32_t u;
+    std::memcpy(&u, &f, 4);
+    const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const std::uint32_t quiet = (u >> 16) | 0x0040u;
+    d[i] = static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+  }
+}
+
+}  // namespace
+
 void sum_into(void* dst, const void* src, std::size_t count, DType dt) {
   switch (dt) {
-    case DType::f32: {
-      auto* d = static_cast<float*>(dst);
-      const auto* s = static_cast<const float*>(src);
-      for (std::size_t i = 0; i < count; ++i) d[i] = d[i] + s[i];
+    case DType::f32:
+      sum_f32(static_cast<float*>(dst), static_cast<const float*>(src), count);
       return;
-    }
     case DType::f64: {
       auto* d = static_cast<double*>(dst);
       const auto* s = static_cast<const double*>(src);
       for (std::size_t i = 0; i < count; ++i) d[i] = d[i] + s[i];
       return;
     }
-    case DType::bf16: {
-      auto* d = static_cast<std::uint16_t*>(dst);
-      const auto* s = static_cast<const std::uint16_t*>(src);
-      for (std::size_t i = 0; i < count; ++i)
-        d[i] = device::float_to_bf16(device::bf16_to_float({d[i]}) + device::bf16_to_float({s[i]})).bits;
+    case DType::bf16:
+      sum_bf16(static_cast<std::uint16_t*>(dst), static_cast<const std::uint16_t*>(src), count);
       return;
-    }
   }
 }
 
