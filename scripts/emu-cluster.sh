@@ -215,7 +215,7 @@ done
 # All nodes share this host's cores: the same settings as every other local run (root,
 # passive OpenMP waits, yielding MPI waits), whoever called this script. mics-scale runs
 # it without them otherwise; measured at 8 nodes: 3% slower steps (BENCHMARKS.md).
-# shellcheck source=env.sh
+# shellcheck disable=SC1091  # scripts/env.sh, beside this script
 source "$(dirname "$0")/env.sh"
 # shellcheck disable=SC2054  # the commas belong to Open MPI's option values
 mpirun_cmd=(mpirun -np $((nodes * rpn)) --hostfile "$work/hostfile" --bind-to none
