@@ -103,6 +103,10 @@ Request parse_request(const po::variables_map& vm, const mics::model::ModelConfi
   if (r.recompute != "auto" && r.recompute != "true" && r.recompute != "false")
     throw UsageError("--recompute '" + r.recompute + "' must be auto, true or false");
   r.base.model = model;
+  const std::string cd = vm["compute-dtype"].as<std::string>();
+  if (cd != "auto" && cd != "f32" && cd != "bf16")
+    throw UsageError("--compute-dtype '" + cd + "' must be auto, f32 or bf16");
+  if (cd != "auto") r.cluster.compute_dtype = cd;
   std::string rd = vm["grad-reduce-dtype"].as<std::string>();
   if (rd == "auto") rd = r.cluster.compute_dtype;
   if (rd != "f32" && rd != "bf16") throw UsageError("--grad-reduce-dtype '" + rd + "' must be auto, f32 or bf16");
@@ -113,6 +117,7 @@ Request parse_request(const po::variables_map& vm, const mics::model::ModelConfi
   if (gs != "two-hop" && gs != "every-micro-step")
     throw UsageError("--grad-sync '" + gs + "' is not known; choose two-hop or every-micro-step");
   r.base.two_hop = gs == "two-hop";
+  r.base.overlap_grad_sync = vm["overlap-grad-sync"].as<bool>();
   r.base.prefetch = vm["prefetch"].as<bool>();
   const std::string bl = vm["baseline"].as<std::string>();
   if (bl != "engine" && bl != "deepspeed-0.5.6")
@@ -271,10 +276,14 @@ void print_table(const Request& r, const std::vector<Row>& rows) {
               r.cluster.compute_efficiency, r.cluster.intra_bandwidth_gbs, r.cluster.inter_bandwidth_gbs,
               algorithms_name(r.cluster.algorithms), r.cluster.inter_efficiency, r.cluster.inter_efficiency_nodes,
               r.cluster.inter_efficiency_per_doubling);
+  const char* hop2 = !r.base.two_hop ? "every micro-step, blocking"
+                     : r.base.overlap_grad_sync && r.cluster.overlap ? "overlapped with the last micro-step's backward"
+                                                                     : "after the last backward";
   std::printf("predicted (a model's estimate, not a measurement); memory fits under %.0f%% of each rank's memory;\n"
-              "zero2/zero3 rows replay %s's schedule\n\n",
+              "zero2/zero3 rows replay %s's schedule; hop 2 (repl) %s, in %s\n\n",
               100.0 * (1.0 - r.cluster.memory_margin),
-              r.base.baseline == Baseline::engine ? "this engine" : baseline_name(r.base.baseline));
+              r.base.baseline == Baseline::engine ? "this engine" : baseline_name(r.base.baseline), hop2,
+              r.base.reduce_bytes == 2 ? "bf16" : "f32");
   std::printf("%-6s %5s %4s %5s %6s %5s %3s %10s %11s %8s %6s %8s %4s %10s %10s %10s %10s %6s\n", "strat", "p", "hier",
               "nodes", "gpus", "micro", "rec", "step_ms", "tokens/s", "TFLOPS", "MFU", "mem_GiB", "fits", "part_ms",
               "part_exp", "repl_ms", "repl_exp", "weak");
@@ -363,7 +372,12 @@ void add_predict_options(po::options_description& desc) {
     ("grad-reduce-dtype", po::value<std::string>()->default_value("auto"),
      "gradient reduce-scatter type: f32, bf16, or auto: the cluster's compute type (bf16 on GPUs, as large runs "
      "use it: pass mics-train --grad-reduce-dtype bf16 to match)")
+    ("compute-dtype", po::value<std::string>()->default_value("auto"),
+     "compute type of parameters and activations: f32, bf16, or auto: the cluster's compute_dtype")
     ("grad-sync", po::value<std::string>()->default_value("two-hop"), "two-hop or every-micro-step")
+    ("overlap-grad-sync", po::value<bool>()->default_value(true),
+     "two-hop: each bucket's replication all-reduce starts during the last micro-step's backward, as soon as "
+     "its gradient is reduced, as mics-train does by default (false: all of them after the backward)")
     ("prefetch", po::value<bool>()->default_value(true), "gather the next bucket during the current one")
     ("baseline", po::value<std::string>()->default_value("engine"),
      "whose schedule zero2 and zero3 rows replay: engine (this engine's), or deepspeed-0.5.6 (the MiCS paper's "

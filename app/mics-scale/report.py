@@ -59,20 +59,49 @@ def wire_per_step(run_summary, baseline, steps):
 
 
 PLAN_MODEL_OPTIONS = ("--seq", "--layers", "--hidden", "--heads", "--vocab", "--variant")
+# mics-train options mics-plan takes too, with mics-train's defaults for the backends a
+# study runs (cpu or emulated: both compute in f32 unless told otherwise). mics-plan's own
+# defaults differ (the cluster's compute type, recomputation chosen), so they are always
+# passed.
+PLAN_TRAIN_OPTIONS = {"--compute-dtype": "f32", "--grad-reduce-dtype": "f32", "--grad-sync": "two-hop",
+                      "--overlap-grad-sync": "true", "--prefetch": "true", "--recompute": "false"}
+IMPLICIT_TRUE = ("--recompute",)  # mics-train flags that mean true when given alone
+
+
+def train_option(args, name):
+    """The value train-args give option `name` (the last one wins), or None."""
+    value = None
+    for i, a in enumerate(args):
+        key, eq, v = a.partition("=")
+        if key != name:
+            continue
+        if eq:
+            value = v
+        elif name in IMPLICIT_TRUE:
+            value = "true"
+        elif i + 1 < len(args):
+            value = args[i + 1]
+    if name in IMPLICIT_TRUE and value is not None:  # mics-plan takes true, false or auto
+        value = "true" if value.lower() in ("1", "true", "yes", "on") else "false"
+    return value
 
 
 def plan_args(study, n):
     """mics-plan's options for the study's runs at n nodes: the model, its overrides from
-    train-args, and the batch (weak or strong scaling) and micro-batch."""
+    train-args, the batch (weak or strong scaling) and micro-batch, the ranks per node, and
+    the types and schedule options the runs used (train-args, else mics-train's defaults)."""
     args = ["--model", study.model, "--cluster", study.cluster, "--nodes", str(n),
-            "--micro-batch", str(study.micro_batch)]
+            "--ranks-per-node", str(study.ranks_per_node), "--micro-batch", str(study.micro_batch)]
     args += (["--global-batch", str(study.global_batch)] if study.global_batch
              else ["--batch-per-gpu", str(study.batch_per_rank)])
     t = study.train_args
-    for i, a in enumerate(t):
-        key = a.split("=", 1)[0]
-        if key in PLAN_MODEL_OPTIONS:
-            args += [a] if "=" in a else t[i:i + 2]
+    for name in PLAN_MODEL_OPTIONS:
+        v = train_option(t, name)
+        if v is not None:
+            args += [name, v]
+    for name, default in PLAN_TRAIN_OPTIONS.items():
+        v = train_option(t, name)
+        args += [name, default if v is None else v]
     return args
 
 

@@ -32,7 +32,7 @@ KEYS = {
     "emulated-mem-gbps": "compute = model: its memory bandwidth in GB/s (default 0: not modelled)",
     "train-args": "extra mics-train options, e.g. `--seq 64 --lr 1e-3`",
     "timeout": "seconds a run may take before it is stopped and recorded as failed (default 600)",
-    "cluster": "a cluster file for mics-plan's predicted step time (optional)",
+    "cluster": "a cluster file for mics-plan's predicted step time (optional; a path, or a name in inputs/clusters/)",
 }
 
 STRATEGY_FORMS = "ddp, zero2, zero3, mics:P or mics:P:hierarchical"
@@ -249,8 +249,13 @@ def load(path, source_dir):
                              f"its key instead (see mics-scale --help)")
     s.timeout = number("timeout", pairs.get("timeout", "600"), strict=True)
     if "cluster" in pairs:
-        s.cluster = os.path.abspath(pairs["cluster"])
-        if not os.path.isfile(s.cluster):
-            raise StudyError(f"cluster = {pairs['cluster']}: no such file")
+        # As given (from the current folder), else from the repository's root, else a
+        # preset name in inputs/clusters/.
+        v = pairs["cluster"]
+        found = [c for c in (v, os.path.join(source_dir, v), os.path.join(source_dir, "inputs", "clusters", v + ".cfg"))
+                 if os.path.isfile(c)]
+        if not found:
+            raise StudyError(f"cluster = {v}: no such file (nor in {source_dir} or its inputs/clusters/)")
+        s.cluster = os.path.abspath(found[0])
     check_layouts(s)
     return s

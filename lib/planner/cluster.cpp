@@ -51,8 +51,9 @@ const std::map<std::string, Setter>& setters() {
       {"algorithms",
        [](Cluster& c, const std::string& w, const std::string& k, const std::string& v) {
          if (v == "nccl") c.algorithms = Algorithms::nccl;
+         else if (v == "rings") c.algorithms = Algorithms::rings;
          else if (v == "mpi") c.algorithms = Algorithms::mpi;
-         else throw UsageError(w + ": " + k + " = '" + v + "' is not known; choose nccl or mpi");
+         else throw UsageError(w + ": " + k + " = '" + v + "' is not known; choose nccl, rings or mpi");
        }},
       {"overlap", [](Cluster& c, const std::string& w, const std::string& k,
                      const std::string& v) { c.overlap = parse_bool(w, k, v); }},
@@ -98,7 +99,14 @@ void require_positive(const std::string& where, const char* key, double v) {
 
 }  // namespace
 
-const char* algorithms_name(Algorithms a) { return a == Algorithms::nccl ? "nccl" : "mpi"; }
+const char* algorithms_name(Algorithms a) {
+  switch (a) {
+    case Algorithms::nccl: return "nccl";
+    case Algorithms::rings: return "rings";
+    case Algorithms::mpi: return "mpi";
+  }
+  return "?";
+}
 
 void Cluster::validate(const std::string& where) const {
   require_positive(where, "memory_gib", memory_gib);

@@ -57,6 +57,24 @@ double tree_seconds(const Cluster& c, const GroupShape& g, double bytes) {
          remote * (c.inter_latency_us * 1e-6 + bytes * g.sharing() / (c.achieved_inter_gbs(g.nodes()) * kGB));
 }
 
+// This engine's CPU all-reduce of small messages on 2^m ranks (lib/comm/mpi,
+// kSmallAllReduceBytes): recursive doubling, log2 n rounds that each exchange the whole
+// buffer with a partner; in node order the first log2(per_node) rounds stay inside the
+// node, in the others every member of every group on the node sends across its link.
+constexpr double kDoublingBytes = 32 * 1024;
+
+bool doubling(const Cluster& c, Collective op, const GroupShape& g, double bytes) {
+  const bool pow2 = g.size > 0 && (g.size & (g.size - 1)) == 0;
+  return c.algorithms == Algorithms::rings && op == Collective::all_reduce && pow2 && bytes <= kDoublingBytes;
+}
+
+double doubling_seconds(const Cluster& c, const GroupShape& g, double bytes) {
+  const double local = log2_ceil(g.per_node), remote = log2_ceil(g.size) - local;
+  const double across = g.nodes() > 1 ? bytes * g.per_node * g.sharing() / (c.achieved_inter_gbs(g.nodes()) * kGB) : 0.0;
+  return c.base_latency_us * 1e-6 + local * (c.intra_latency_us * 1e-6 + bytes / (c.intra_bandwidth_gbs * kGB)) +
+         remote * (c.inter_latency_us * 1e-6 + across);
+}
+
 double mpi_seconds(const Cluster& c, Collective op, const GroupShape& g, double bytes) {
   const int n = g.size;
   const double chunk = bytes / n, a = alpha(c, g);
@@ -83,14 +101,16 @@ double bus_factor(Collective op, int n) {
 
 double collective_seconds(const Cluster& c, Collective op, const GroupShape& g, double bytes) {
   if (g.size <= 1 || bytes <= 0) return 0.0;
-  return c.algorithms == Algorithms::nccl ? ring_seconds(c, op, g, bytes)
-                                          : mpi_seconds(c, op, g, bytes);
+  if (c.algorithms == Algorithms::mpi) return mpi_seconds(c, op, g, bytes);
+  return doubling(c, op, g, bytes) ? doubling_seconds(c, g, bytes) : ring_seconds(c, op, g, bytes);
 }
 
 double inter_node_bytes(const Cluster& c, Collective op, const GroupShape& g, double bytes) {
   if (g.size <= 1 || g.nodes() <= 1) return 0.0;
   const double chunk = bytes / g.size;
-  if (c.algorithms == Algorithms::nccl) return bus_factor(op, g.size) * bytes * g.sharing();
+  if (doubling(c, op, g, bytes))
+    return (log2_ceil(g.size) - log2_ceil(g.per_node)) * bytes * g.per_node * g.sharing();
+  if (c.algorithms != Algorithms::mpi) return bus_factor(op, g.size) * bytes * g.sharing();
   const double remote = g.size - g.per_node;
   switch (op) {
     case Collective::all_gather: return g.per_node * remote * chunk * g.sharing();

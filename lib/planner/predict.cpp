@@ -15,6 +15,7 @@ namespace mics::planner {
 namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+constexpr int kStateBytes = 4;  // the f32 gradient accumulator hop 2 reduces
 
 // One collective on the partition queue.
 struct Op {
@@ -39,9 +40,16 @@ public:
       return partition_reduce_seconds(c, shape_, shard_padded(n, l.p) * w.reduce_bytes);
     };
     const GroupShape rep = replication_shape(l.world, l.ranks_per_node, l.p);
+    // Two-hop reduces the f32 accumulator, cast to the reduce type when that is narrower;
+    // every-micro-step reduces each reduce-scatter's output, in the reduce type.
+    const double sync_bytes = w.two_hop ? std::min(w.reduce_bytes, kStateBytes) : w.reduce_bytes;
     const auto sync = [&](double n) {
-      return collective_seconds(c, Collective::all_reduce, rep, shard_chunk(n, l.p) * 4.0);
+      return collective_seconds(c, Collective::all_reduce, rep, shard_chunk(n, l.p) * sync_bytes);
     };
+    early_sync_ = w.two_hop && w.overlap_grad_sync && c.overlap && rep.size > 1;
+    // Hop 2 shares the partition collectives' queue only where both cross the node's
+    // network link; otherwise they run side by side on different links.
+    shared_link_ = shape_.nodes() > 1 && rep.nodes() > 1;
     for (double n : {sizes_.embeddings, sizes_.block, sizes_.final_norm}) {
       gather_.push_back(persistent(l.strategy) ? 0.0 : gather(n));
       reduce_.push_back(reduce(n));
@@ -57,14 +65,19 @@ public:
     ops_.resize(gathered_.size());
   }
 
+  // The micro-steps before the last: up to three replayed, the rest extrapolated; then
+  // the last one replayed (its backward overlaps hop 2).
   Clocks run(int accumulation) {
-    const int explicit_steps = std::min(accumulation, 3);
-    Clocks before_last;
+    const int before_last = accumulation - 1;
+    const int explicit_steps = std::min(before_last, 3);
+    Clocks mark;
     for (int a = 0; a < explicit_steps; ++a) {
-      before_last = k_;
+      mark = k_;
       micro_step();
     }
-    if (accumulation > explicit_steps) extrapolate(before_last, accumulation - explicit_steps);
+    if (before_last > explicit_steps) extrapolate(mark, before_last - explicit_steps);
+    last_ = true;
+    micro_step();
     while (!reducing_.empty()) finish_oldest_reduce();
     step_end();
     return k_;
@@ -116,7 +129,7 @@ private:
     ++slots_used_;
   }
   void start_reduce(int b) {
-    reducing_.push_back({Op{}, kind(b)});
+    reducing_.push_back({Op{}, kind(b), last_});
     issue(reducing_.back().op, reduce_[static_cast<std::size_t>(kind(b))]);
   }
   void finish_oldest_reduce() {
@@ -128,8 +141,23 @@ private:
       k_.t += s;
       k_.rep_comm += s;
       k_.rep_exposed += s;
+    } else if (r.last && early_sync_) {
+      start_sync(r.kind);
     }
     --slots_used_;
+  }
+
+  // The engine's rule (engine.cpp, finish_oldest_reduce): a bucket's hop-2 all-reduce
+  // starts when the last micro-step's reduce-scatter of it is finished, i.e. when a
+  // fourth gradient slot is needed (the embeddings' slot is held through the backward,
+  // so a block's reduce-scatter is finished as the third block after it acquires its
+  // slot), and after the backward for the last three blocks and the embeddings.
+  void start_sync(int kind) {
+    const double s = sync_[static_cast<std::size_t>(kind)];
+    double& queue = shared_link_ ? k_.queue : rep_queue_;
+    queue = std::max(k_.t, queue) + s;
+    sync_end_ = std::max(sync_end_, queue);
+    k_.rep_comm += s;
   }
 
   void micro_step() {
@@ -180,7 +208,12 @@ private:
   void step_end() {
     const double L = static_cast<double>(w_.model.layers);
     const auto total = [&](const std::vector<double>& v) { return v[0] + L * v[1] + v[2]; };
-    if (w_.two_hop) {
+    if (w_.two_hop && early_sync_) {
+      // Only what outlasts the last micro-step's backward is exposed.
+      const double exposed = std::max(0.0, sync_end_ - k_.t);
+      k_.t += exposed;
+      k_.rep_exposed += exposed;
+    } else if (w_.two_hop) {
       const double s = total(sync_);
       k_.t += s;
       k_.rep_comm += s;
@@ -197,6 +230,7 @@ private:
   struct Reducing {
     Op op;
     int kind = 1;
+    bool last = false;  // started in the last micro-step: its hop 2 follows it
   };
   const Cluster& c_;
   const Workload& w_;
@@ -209,6 +243,8 @@ private:
   std::vector<Op> ops_;
   std::deque<Reducing> reducing_;
   int slots_used_ = 0;
+  bool last_ = false, early_sync_ = false, shared_link_ = false;
+  double rep_queue_ = 0, sync_end_ = 0;  // hop 2's own queue, and when its last op ends
   Clocks k_;
   double optimizer_ = 0;
 

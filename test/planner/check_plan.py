@@ -64,6 +64,29 @@ check(all(r["strategy"] == "mics" and r["partition_size"] == "4" and r["hierarch
       "the rows are the layout asked for")
 check(all(r["micro_batch"] == "1" and r["global_batch"] == "16" for r in rows), "batch as asked")
 
+# 3b. The p4d-achieved scaling study's layouts on its emulated cluster file, with the
+# options mics-scale passes (app/mics-scale/report.py, plan_args); hop 2 overlapped or not.
+def study_rows(overlap):
+    path = os.path.join(work, f"study-{overlap}.csv")
+    rc, _ = run("--model", f"{models}/char-gpt.cfg", "--cluster", f"{clusters}/emulated-p4d-achieved-200mbit.cfg",
+                "--nodes", "2,4,8", "--ranks-per-node", "2", "--batch-per-gpu", "2048", "--micro-batch", "16",
+                "--seq", "128", "--compute-dtype", "bf16", "--grad-reduce-dtype", "bf16", "--recompute", "false",
+                "--overlap-grad-sync", overlap, "--csv", path)
+    rows = list(csv.DictReader(open(path))) if rc == 0 and os.path.exists(path) else []
+    return {(r["strategy"], int(r["partition_size"]), r["hierarchical"] == "1", int(r["nodes"])): r for r in rows}
+
+
+on, off = study_rows("true"), study_rows("false")
+study = [(s, p, h, n) for n in (2, 4, 8)
+         for s, p, h in (("ddp", 1, False), ("zero2", 2 * n, False), ("zero3", 2 * n, False), ("mics", 2, False),
+                         ("mics" if n > 2 else "zero3", 4, True))]
+check(all(k in on for k in study), "every layout of the p4d-achieved study is predicted at 2, 4 and 8 nodes")
+check(all(on[k]["accumulation"] == "128" for k in study if k in on), "128 micro-steps of 16 per step")
+hop2 = [k for k in study if k[0] in ("ddp", "mics") and k in on and k in off]
+check(hop2 and all(float(on[k]["replication_exposed_ms"]) < float(off[k]["replication_exposed_ms"]) and
+                   float(on[k]["step_ms"]) <= float(off[k]["step_ms"]) for k in hop2),
+      "--overlap-grad-sync true hides part of hop 2 (ddp, mics) and is never slower")
+
 # 4. --plot, where Debian's matplotlib is importable.
 if subprocess.run(["/usr/bin/python3", "-c", "import matplotlib"], capture_output=True).returncode == 0:
     png = os.path.join(work, "plan.png")

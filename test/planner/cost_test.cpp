@@ -169,7 +169,7 @@ BOOST_AUTO_TEST_CASE(more_bandwidth_or_less_latency_never_predicts_a_slower_step
   w.global_batch = 64;
   w.micro_batch = 2;
   const int world = 32, g = 8;
-  for (Algorithms alg : {Algorithms::nccl, Algorithms::mpi})
+  for (Algorithms alg : {Algorithms::nccl, Algorithms::rings, Algorithms::mpi})
     for (bool overlap : {true, false})
       for (const Layout& l : candidate_layouts(world, g)) {
         Cluster c = gpu_cluster();
@@ -234,7 +234,8 @@ BOOST_AUTO_TEST_CASE(model_states_are_16_bytes_per_parameter_over_p_plus_the_com
 
 BOOST_AUTO_TEST_CASE(cluster_presets_load_and_bad_files_are_one_line) {
   const std::string root = source_dir() + "/../../inputs/clusters/";
-  for (const char* f : {"p3dn.24xlarge", "p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge", "emulated"}) {
+  for (const char* f : {"p3dn.24xlarge", "p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge", "emulated",
+                        "emulated-p4d-achieved-200mbit", "emulated-p4d-achieved-1gbit"}) {
     const Cluster c = load_cluster(root + f + ".cfg");
     BOOST_TEST(c.name == f);
     BOOST_TEST(c.peak_tflops > 0);
@@ -256,7 +257,7 @@ BOOST_AUTO_TEST_CASE(cluster_presets_load_and_bad_files_are_one_line) {
 BOOST_AUTO_TEST_CASE(a_written_cluster_reads_back_the_same) {
   Cluster c = gpu_cluster();
   c.name = "round-trip";
-  c.algorithms = Algorithms::mpi;
+  c.algorithms = Algorithms::rings;
   c.overlap = false;
   c.base_latency_us = 7;
   c.inter_efficiency = 0.5;
@@ -376,4 +377,120 @@ BOOST_AUTO_TEST_CASE(deepspeed_zero3_scales_worse_than_mics_on_the_p4d_preset) {
   const double mics = per_gpu(Strategy::mics, 128, 64) / per_gpu(Strategy::mics, 128, 16);
   BOOST_TEST(zero3 < 0.9);
   BOOST_TEST(mics > 0.97);
+}
+
+BOOST_AUTO_TEST_CASE(cpu_rings_reduce_small_buffers_on_2m_ranks_by_recursive_doubling) {
+  Cluster c = gpu_cluster();
+  c.algorithms = Algorithms::rings;
+  c.base_latency_us = 8;
+  const double a = 5e-6, ai = 30e-6, base = 8e-6, B = 200e9, Bn = 40e9;
+  // 8 ranks, 2 on each of 4 nodes (4 such groups share a node's link): one round inside
+  // the node, two across it, each moving the whole 16 KiB; every rank of the node sends.
+  const double M = 16 * 1024;
+  BOOST_TEST(collective_seconds(c, Collective::all_reduce, {8, 2, 8}, M) ==
+                 base + (a + M / B) + 2 * (ai + M * 8 / Bn),
+             tt::tolerance(1e-12));
+  BOOST_TEST(inter_node_bytes(c, Collective::all_reduce, {8, 2, 8}, M) == 2 * M * 8, tt::tolerance(1e-12));
+  // Above 32 KiB, on 6 ranks, and for the other collectives: the rings, as with NCCL.
+  Cluster nccl = c;
+  nccl.algorithms = Algorithms::nccl;
+  for (const GroupShape g : {GroupShape{8, 2, 8}, GroupShape{6, 2, 2}})
+    for (double bytes : {16.0 * 1024, 64.0 * 1024})
+      for (auto op : {Collective::all_gather, Collective::reduce_scatter, Collective::all_reduce}) {
+        if (op == Collective::all_reduce && g.size == 8 && bytes <= 32 * 1024) continue;
+        BOOST_TEST(collective_seconds(c, op, g, bytes) == collective_seconds(nccl, op, g, bytes), tt::tolerance(1e-12));
+      }
+}
+
+namespace {
+
+// ddp on 2 nodes of 8: no partition collectives, hop 2 over all 16 ranks, 8 layers,
+// 2 micro-steps of 16 sequences.
+struct Hop2Case {
+  Cluster c;
+  Workload w;
+  Layout l{Strategy::ddp, 16, 8, 1, false};
+  double block = 0, emb = 0, norm = 0;  // each bucket kind's hop-2 seconds
+  explicit Hop2Case(double inter_gbs) {
+    c = no_latency(gpu_cluster());
+    c.inter_bandwidth_gbs = inter_gbs;
+    w.model = gpt(8, 1024);
+    w.micro_batch = 16;
+    w.global_batch = 16 * 16 * 2;
+    const BucketSizes b = bucket_sizes(w.model);
+    const GroupShape rep = replication_shape(16, 8, 1);
+    const auto sync = [&](double n) { return collective_seconds(c, Collective::all_reduce, rep, shard_chunk(n, 1) * 4); };
+    block = sync(b.block);
+    emb = sync(b.embeddings);
+    norm = sync(b.final_norm);
+  }
+  double total() const { return emb + 8 * block + norm; }
+  double bwd_block() const { return compute_split(c, w, l).bwd_block; }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(hop_2_overlaps_the_last_backward_by_the_engines_slot_rule) {
+  // Slot rule: the embeddings hold one of the four gradient slots through the backward,
+  // so a block's reduce-scatter (and with it its hop 2) is finished when the third block
+  // after it starts; ln_f's after two blocks; the last three blocks' and the embeddings'
+  // after the backward. L = 8: ln_f at 2 blocks, blocks 8..4 at 3..7 blocks, the rest at 8.
+  {  // Hop 2 slower than a block's backward: the queue runs from the first block's start.
+    const Hop2Case k(0.01);
+    BOOST_TEST(k.block > k.bwd_block());
+    BOOST_TEST(k.norm < k.bwd_block());  // ln_f's is done before block 8's starts
+    const Prediction on = predict(k.c, k.w, k.l);
+    BOOST_TEST(on.replication_comm_s == k.total(), tt::tolerance(1e-9));
+    BOOST_TEST(on.replication_exposed_s == 8 * k.block + k.emb - 5 * k.bwd_block(), tt::tolerance(1e-9));
+    Workload off = k.w;
+    off.overlap_grad_sync = false;
+    const Prediction all = predict(k.c, off, k.l);
+    BOOST_TEST(all.replication_exposed_s == k.total(), tt::tolerance(1e-9));
+    BOOST_TEST(all.step_s - on.step_s == all.replication_exposed_s - on.replication_exposed_s, tt::tolerance(1e-9));
+  }
+  {  // Hop 2 faster than a block's backward: only what starts after the backward shows.
+    const Hop2Case k(4000);
+    BOOST_TEST(k.block < k.bwd_block());
+    const Prediction on = predict(k.c, k.w, k.l);
+    BOOST_TEST(on.replication_exposed_s == 3 * k.block + k.emb, tt::tolerance(1e-9));
+  }
+  {  // A cluster whose collectives progress only when waited for cannot overlap.
+    Hop2Case k(0.01);
+    k.c.overlap = false;
+    BOOST_TEST(predict(k.c, k.w, k.l).replication_exposed_s == k.total(), tt::tolerance(1e-9));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(hop_2_moves_the_reduce_type_when_it_is_narrower_than_the_accumulator) {
+  Hop2Case k(0.01);
+  for (bool two_hop : {true, false}) {
+    Workload w = k.w;
+    w.two_hop = two_hop;
+    const double f32 = predict(k.c, w, k.l).replication_comm_s;
+    w.reduce_bytes = 2;
+    BOOST_TEST(predict(k.c, w, k.l).replication_comm_s == f32 / 2, tt::tolerance(1e-9));
+  }
+  BOOST_TEST(predict(k.c, k.w, k.l).replication_comm_s == k.total(), tt::tolerance(1e-9));
+}
+
+BOOST_AUTO_TEST_CASE(overlapping_hop_2_never_predicts_a_slower_step) {
+  Workload w;
+  w.model = gpt(8, 1024);
+  w.micro_batch = 2;
+  w.reduce_bytes = 2;
+  for (Algorithms alg : {Algorithms::nccl, Algorithms::rings})
+    for (int accumulation : {1, 2, 5})
+      for (const Layout& l : candidate_layouts(32, 8)) {
+        Cluster c = gpu_cluster();
+        c.algorithms = alg;
+        c.inter_bandwidth_gbs = 1;  // communication-bound: the overlap matters
+        w.global_batch = 32 * 2 * accumulation;
+        Workload off = w;
+        off.overlap_grad_sync = false;
+        const Prediction a = predict(c, w, l), b = predict(c, off, l);
+        BOOST_TEST(a.step_s <= b.step_s * (1 + 1e-12));
+        BOOST_TEST(a.replication_exposed_s <= b.replication_exposed_s * (1 + 1e-12));
+        BOOST_TEST(a.replication_comm_s == b.replication_comm_s, tt::tolerance(1e-12));
+        if (l.world / l.p > 1 && l.p < l.world) BOOST_TEST(a.replication_exposed_s < b.replication_exposed_s);
+      }
 }

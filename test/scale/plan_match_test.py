@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """predicted_step_ms from mics-plan: plan_match_test.py APP_DIR
 
-mics-scale calls `mics-plan --model M --cluster C --nodes N --csv F` once per node count
-and takes step_ms from the row whose strategy, partition_size, hierarchical and nodes
-match the configuration. Checked against stand-in mics-plan programs: one that writes
+mics-scale calls `mics-plan --model M --cluster C --nodes N ... --csv F` once per node
+count and takes step_ms from the row whose strategy, partition_size, hierarchical and nodes
+match the configuration; the options carry the runs' batch, micro-batch, ranks per node,
+model overrides, types and schedule (checked below). Checked against stand-in mics-plan programs: one that writes
 such a CSV (values must land in the right rows, unmatched configurations stay empty),
 and one that refuses --cluster (every prediction empty, and the note names the reason)."""
 import os
@@ -60,4 +61,32 @@ study.cluster = ""
 preds, note = report.plan_predictions(study, writes, work)
 if preds or "no cluster file" not in note:
     fail(f"a study without a cluster file gave {preds} / {note!r}")
+
+# The options mics-plan gets: the study's batch, micro-batch and ranks per node, and the
+# model, types and schedule the runs used (train-args, else mics-train's defaults).
+study = Study(path="s.cfg", name="s", model="m.cfg", nodes=[2], ranks_per_node=2,
+              strategies=[Strategy("ddp")], batch_per_rank=2048, micro_batch=16, cluster=cluster,
+              train_args=["--seq", "128", "--compute-dtype", "bf16", "--grad-reduce-dtype=bf16", "--lr", "1e-3"])
+
+
+def options(args):
+    out, i = {}, 0
+    while i < len(args):
+        out[args[i]] = args[i + 1]
+        i += 2
+    return out
+
+
+got = options(report.plan_args(study, 4))
+want = {"--model": "m.cfg", "--cluster": cluster, "--nodes": "4", "--ranks-per-node": "2",
+        "--micro-batch": "16", "--batch-per-gpu": "2048", "--seq": "128", "--compute-dtype": "bf16",
+        "--grad-reduce-dtype": "bf16", "--grad-sync": "two-hop", "--overlap-grad-sync": "true",
+        "--prefetch": "true", "--recompute": "false"}
+if got != want:
+    fail(f"plan_args gave {got}, expected {want}")
+study.train_args = ["--overlap-grad-sync", "false", "--recompute", "--grad-sync=every-micro-step"]
+got = options(report.plan_args(study, 2))
+if (got["--overlap-grad-sync"], got["--recompute"], got["--grad-sync"], got["--compute-dtype"],
+        got["--grad-reduce-dtype"]) != ("false", "true", "every-micro-step", "f32", "f32"):
+    fail(f"plan_args did not follow train-args / mics-train's defaults: {got}")
 print("plan_match_test: PASS")

@@ -9,8 +9,12 @@ namespace mics::planner {
 
 // The collective algorithms the engine's communication backend runs.
 enum class Algorithms {
-  nccl,  // rings (all-gather, reduce-scatter, all-reduce); progress overlaps compute
-  mpi,   // Open MPI's libnbc: linear all-gather, reduce + scatter, tree all-reduce
+  nccl,   // rings (all-gather, reduce-scatter, all-reduce); progress overlaps compute
+  rings,  // this engine's CPU rings over MPI point-to-point (--comm mpi, docs/DESIGN.md
+          // section 9): rings in node order, small all-reduces on 2^m ranks by recursive
+          // doubling, a progress thread that overlaps compute
+  mpi,    // Open MPI's libnbc (the CPU path before the engine's own rings): linear
+          // all-gather, reduce + scatter, tree all-reduce
 };
 
 struct Cluster {

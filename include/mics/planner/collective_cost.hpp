@@ -14,7 +14,9 @@
 // intra-node link:
 //   t = steps * alpha + factor * M / min(B_intra, B_inter_node * per_node / g)
 // (B_intra only when per_node > 1; alpha is the inter-node latency when the group spans
-// nodes). mpi (Open MPI 4.1 libnbc, as measured on the wire): linear all-gather (each
+// nodes). rings (this engine's CPU collectives, docs/DESIGN.md section 9): the same ring
+// formulas, except all-reduces of at most 32 KiB on 2^m ranks, which run as recursive
+// doubling (log2 n rounds of the whole buffer). mpi (Open MPI 4.1 libnbc, as measured on the wire): linear all-gather (each
 // rank sends its chunk to every other), reduce-scatter as a binomial reduce to one rank
 // plus a linear scatter, all-reduce as a binomial reduce plus a binomial broadcast.
 //

@@ -6,13 +6,23 @@
 // wait for its gather, start the next one, compute, release. Backward: the same in
 // reverse (blocks are gathered again), each bucket's gradient reduce-scatter starting as
 // its backward ends, four gradient slots (a fifth bucket waits for the oldest
-// reduce-scatter). Gathers and reduce-scatters share one queue in issue order. After the
-// last micro-batch every reduce-scatter is waited for, then the replication all-reduce of
-// every shard runs exposed (two-hop; with every-micro-step one all-reduce per bucket per
-// micro-batch, blocking), then AdamW (memory-bound), then zero2's all-gathers of every
-// bucket, exposed. With overlap = false (Open MPI progresses only inside MPI calls) a
-// collective starts only when it is waited for. Compute per bucket is the step log's
-// FLOP formula (model::training_flops) over peak x compute_efficiency.
+// reduce-scatter). Gathers and reduce-scatters share one queue in issue order.
+// Hop 2 (two-hop, --overlap-grad-sync): in the last micro-batch each bucket's
+// replication all-reduce starts when its reduce-scatter is finished, which the engine
+// does when a gradient slot is needed (the embeddings' slot is held through the
+// backward, so three slots rotate: a block's reduce-scatter is finished when the third
+// block after it starts its backward) and, for the last three blocks and the
+// embeddings, after the backward. The all-reduces queue one after another on their own
+// queue, or on the partition queue when both groups cross the node's network link; the
+// step waits for the last: exposed hop 2 = max(0, hop-2 time - the part of the last
+// backward after the first all-reduce started), less where the queue idles. Without
+// the overlap they all run exposed after the backward; with every-micro-step one
+// all-reduce per bucket per micro-batch, blocking. Hop 2 moves the reduce type when it
+// is narrower than the f32 accumulator (bf16: 2 bytes), else f32. Then AdamW
+// (memory-bound), then zero2's all-gathers of every bucket, exposed. With overlap =
+// false (a backend that progresses only inside its calls) a collective starts only
+// when it is waited for. Compute per bucket is the step log's FLOP formula
+// (model::training_flops) over peak x compute_efficiency.
 //
 // These are estimates of a model, not measurements.
 #include <cstdint>
@@ -40,6 +50,7 @@ struct Workload {
   bool recompute = false;
   int reduce_bytes = 4;           // gradient reduce-scatter type (f32 4, bf16 2)
   bool two_hop = true;            // false: every-micro-step replication all-reduce
+  bool overlap_grad_sync = true;  // two-hop: hop 2 starts during the last backward
   bool prefetch = true;
   Baseline baseline = Baseline::engine;
 };
