@@ -17,12 +17,10 @@
 
 #include "mics/core/error.hpp"
 #include "mics/device/backend.hpp"
+#include "streaming_kernels.hpp"
 
 namespace mics::device {
 namespace {
-
-// Blocks of this many elements are the unit of every deterministic reduction.
-constexpr std::int64_t kReduceBlock = 4096;
 
 [[noreturn]] void unsupported(const char* what, DType dt) {
   throw Error(std::string("cpu backend: ") + what + " does not support dtype " +
@@ -237,33 +235,13 @@ public:
   }
   void accumulate(DType dst_dt, void* dst, DType src_dt, const void* src, std::int64_t n,
                   double alpha) override {
-    if (dst_dt == DType::bf16) unsupported("accumulate (destination)", dst_dt);
-#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 65536)
-    for (std::int64_t i = 0; i < n; ++i)
-      store(dst_dt, dst, i, load(dst_dt, dst, i) + alpha * load(src_dt, src, i));
-  }
-
-  // Sums f(x_i) in double over fixed blocks, then the block sums in order.
-  template <class F>
-  double blocked_sum(DType dt, const void* x, std::int64_t n, F&& f) {
-    const std::int64_t nb = (n + kReduceBlock - 1) / kReduceBlock;
-    std::vector<double> part(static_cast<std::size_t>(nb), 0.0);
-#pragma omp parallel for num_threads(threads_) schedule(static) if (nb > 4)
-    for (std::int64_t b = 0; b < nb; ++b) {
-      const std::int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
-      double s = 0.0;
-      for (std::int64_t i = lo; i < hi; ++i) s += f(load(dt, x, i));
-      part[static_cast<std::size_t>(b)] = s;
-    }
-    double s = 0.0;
-    for (double v : part) s += v;
-    return s;
+    cpu::accumulate(dst_dt, dst, src_dt, src, n, alpha, threads_);
   }
   double sum_squares(DType dt, const void* x, std::int64_t n) override {
-    return blocked_sum(dt, x, n, [](double v) { return v * v; });
+    return cpu::blocked_sum(dt, x, n, true, threads_);
   }
   double sum(DType dt, const void* x, std::int64_t n) override {
-    return blocked_sum(dt, x, n, [](double v) { return v; });
+    return cpu::blocked_sum(dt, x, n, false, threads_);
   }
 
   // --- GEMM -------------------------------------------------------------------------------
@@ -695,27 +673,7 @@ public:
   // --- AdamW --------------------------------------------------------------------------------
   void adamw(DType dt, void* param, void* m, void* v, DType grad_dt, const void* grad,
              std::int64_t n, const AdamWParams& hp) override {
-    dispatch("adamw", dt, [&](auto tag) {
-      using T = decltype(tag);
-      T* p = static_cast<T*>(param);
-      T* pm = static_cast<T*>(m);
-      T* pv = static_cast<T*>(v);
-      const double bc1 = 1.0 - std::pow(hp.beta1, static_cast<double>(hp.step));
-      const double bc2 = 1.0 - std::pow(hp.beta2, static_cast<double>(hp.step));
-      const T b1 = static_cast<T>(hp.beta1), b2 = static_cast<T>(hp.beta2);
-      const T ob1 = static_cast<T>(1.0 - hp.beta1), ob2 = static_cast<T>(1.0 - hp.beta2);
-      const T lr = static_cast<T>(hp.lr), decay = static_cast<T>(hp.lr * hp.weight_decay);
-      const T ibc1 = static_cast<T>(1.0 / bc1), ibc2 = static_cast<T>(1.0 / bc2);
-      const T eps = static_cast<T>(hp.eps), gs = static_cast<T>(hp.grad_scale);
-#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 16384)
-      for (std::int64_t i = 0; i < n; ++i) {
-        const T g = static_cast<T>(load(grad_dt, grad, i)) * gs;
-        pm[i] = b1 * pm[i] + ob1 * g;
-        pv[i] = b2 * pv[i] + ob2 * g * g;
-        const T mh = pm[i] * ibc1, vh = pv[i] * ibc2;
-        p[i] = p[i] - decay * p[i] - lr * mh / (std::sqrt(vh) + eps);
-      }
-    });
+    cpu::adamw(dt, param, m, v, grad_dt, grad, n, hp, threads_);
   }
 
 private:
