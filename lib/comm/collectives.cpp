@@ -110,6 +110,9 @@ Request Collectives::gather_partition(void* buf, std::size_t chunk_count, DType 
   // Rank (i, j) holds chunk q = j*k + i. Step 1 gathers chunks j*k .. j*k+k-1 (contiguous,
   // in inter-rank order i) into block j; step 2 gathers the g blocks of k*c in intra-rank
   // order j. Every chunk lands at its canonical place: no reordering copy.
+  // One rank per node: step 1 over inter is already the whole gather (k = p, j = 0), and
+  // step 2 would be a gather over a group of one.
+  if (groups.intra().size() == 1) return all_gather(buf, chunk_count, dt, groups.inter());
   const auto k = static_cast<std::size_t>(groups.plan().nodes_per_group());
   const auto j = static_cast<std::size_t>(groups.placement().group_local);
   char* base = static_cast<char*>(buf);
@@ -128,7 +131,9 @@ Request Collectives::reduce_scatter_partition(const void* send, void* recv, std:
     return reduce_scatter(send, recv, chunk_count, dt, groups.partition());
   // The mirror of gather_partition: step 1 sums block j (chunks j*k .. j*k+k-1) over the
   // node into a k*c temporary; step 2 sums chunk i of it over the k nodes, which is chunk
-  // q = j*k + i of the whole buffer.
+  // q = j*k + i of the whole buffer. With one rank per node step 1 would only copy send
+  // into the temporary: reduce-scatter send over inter directly (chunk i is chunk q).
+  if (groups.intra().size() == 1) return reduce_scatter(send, recv, chunk_count, dt, groups.inter());
   const auto k = static_cast<std::size_t>(groups.plan().nodes_per_group());
   const std::size_t block = k * chunk_count;
   std::shared_ptr<void> temp = allocate_temp(block * dtype_size(dt));

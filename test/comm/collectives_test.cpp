@@ -278,6 +278,33 @@ BOOST_AUTO_TEST_CASE(groups_of_one_rank_gather_nothing_and_copy_the_reduce_scatt
   BOOST_CHECK_EQUAL(one.counters().bytes, 0u);
 }
 
+// A 1-rank run has nothing to communicate: every collective over a group of one is over
+// when the call returns, and no bytes, busy time or waits are booked to the group.
+BOOST_AUTO_TEST_CASE(groups_of_one_rank_complete_on_the_caller_and_book_no_time) {
+  MpiCollectives coll;
+  MPI_Comm self = MPI_COMM_NULL;
+  MPI_Comm_dup(MPI_COMM_SELF, &self);
+  Group one(self, "self");
+  const std::vector<double> init{1.5, -2.5, 3.5, 4.0};
+  std::vector<double> buf = init, out(4, 0.0);
+  std::vector<Request> reqs;
+  reqs.push_back(coll.all_gather(buf.data(), 4, DType::f64, one));
+  reqs.push_back(coll.reduce_scatter(init.data(), out.data(), 4, DType::f64, one));
+  reqs.push_back(coll.all_reduce(buf.data(), 4, DType::f64, one));
+  reqs.push_back(coll.broadcast(buf.data(), 4, DType::f64, 0, one));
+  for (auto& r : reqs) BOOST_CHECK(r.done());
+  BOOST_CHECK(buf == init);
+  BOOST_CHECK(out == init);
+  for (auto& r : reqs) r.wait();
+  coll.barrier(one);
+  const auto c = one.counters();
+  BOOST_CHECK_EQUAL(c.calls, 5u);
+  BOOST_CHECK_EQUAL(c.sends, 0u);
+  BOOST_CHECK_EQUAL(c.bytes, 0u);
+  BOOST_CHECK_EQUAL(c.seconds, 0.0);
+  BOOST_CHECK_EQUAL(c.exposed_seconds, 0.0);
+}
+
 BOOST_AUTO_TEST_CASE(overlapping_requests_complete_in_any_wait_order) {
   // The engine's prefetch pattern: several partition gathers and reduce-scatters in
   // flight, flat collectives on the sub-groups in between, waits in another order, and

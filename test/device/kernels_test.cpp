@@ -335,62 +335,86 @@ BOOST_AUTO_TEST_CASE(gelu) {
   });
 }
 
+namespace {
+
+// Attention in f64 from its definition, one query row at a time: the output y and dqkv.
+void attention_reference(const AttentionShape& s, const std::vector<double>& qkv, const std::vector<double>& dout,
+                         std::vector<double>& y, std::vector<double>& g) {
+  const std::int64_t C = s.NH * s.HS, C3 = 3 * C;
+  const double sc = 1 / std::sqrt(static_cast<double>(s.HS));
+  auto at = [&](std::int64_t b, std::int64_t t, std::int64_t part, std::int64_t h, std::int64_t d) {
+    return static_cast<std::size_t>((b * s.T + t) * C3 + part * C + h * s.HS + d);
+  };
+  for (std::int64_t b = 0; b < s.B; ++b)
+    for (std::int64_t h = 0; h < s.NH; ++h)
+      for (std::int64_t i = 0; i < s.T; ++i) {
+        const std::int64_t n = s.causal ? i + 1 : s.T;
+        std::vector<double> p(static_cast<std::size_t>(n));
+        double mx = -1e300, z = 0;
+        for (std::int64_t j = 0; j < n; ++j) {
+          double dot = 0;
+          for (std::int64_t d = 0; d < s.HS; ++d) dot += qkv[at(b, i, 0, h, d)] * qkv[at(b, j, 1, h, d)];
+          p[static_cast<std::size_t>(j)] = dot * sc;
+          mx = std::max(mx, dot * sc);
+        }
+        for (double& v : p) { v = std::exp(v - mx); z += v; }
+        for (double& v : p) v /= z;
+        std::vector<double> dp(static_cast<std::size_t>(n));
+        const std::size_t orow = static_cast<std::size_t>((b * s.T + i) * C + h * s.HS);
+        double dsum = 0;
+        for (std::int64_t j = 0; j < n; ++j) {
+          double dd = 0;
+          for (std::int64_t d = 0; d < s.HS; ++d) {
+            y[orow + static_cast<std::size_t>(d)] += p[static_cast<std::size_t>(j)] * qkv[at(b, j, 2, h, d)];
+            dd += dout[orow + static_cast<std::size_t>(d)] * qkv[at(b, j, 2, h, d)];
+            g[at(b, j, 2, h, d)] += p[static_cast<std::size_t>(j)] * dout[orow + static_cast<std::size_t>(d)];
+          }
+          dp[static_cast<std::size_t>(j)] = dd;
+          dsum += dd * p[static_cast<std::size_t>(j)];
+        }
+        for (std::int64_t j = 0; j < n; ++j) {
+          const double ds = p[static_cast<std::size_t>(j)] * (dp[static_cast<std::size_t>(j)] - dsum) * sc;
+          for (std::int64_t d = 0; d < s.HS; ++d) {
+            g[at(b, i, 0, h, d)] += ds * qkv[at(b, j, 1, h, d)];
+            g[at(b, j, 1, h, d)] += ds * qkv[at(b, i, 0, h, d)];
+          }
+        }
+      }
+}
+
+// Forward and backward of one shape on c's backend against the reference.
+void check_attention(Case& c, const AttentionShape& s) {
+  const std::int64_t C = s.NH * s.HS, C3 = 3 * C, BT = s.B * s.T;
+  auto qkv = c.rnd(static_cast<std::size_t>(BT * C3), 70, -2, 2);
+  auto dout = c.rnd(static_cast<std::size_t>(BT * C), 71);
+  DevTensor dqkv_in = c.dev(qkv), out = c.dev(static_cast<std::size_t>(BT * C)), ddout = c.dev(dout),
+            dqkv = c.dev(static_cast<std::size_t>(BT * C3));
+  mics::device::Buffer saved(c.be, c.be.attention_saved_bytes(c.dt, s));
+  c.be.attention_forward(c.dt, s, out.get(), saved.get(), dqkv_in.get());
+  c.be.attention_backward(c.dt, s, dqkv.get(), ddout.get(), dqkv_in.get(), out.get(), saved.get());
+  std::vector<double> y(static_cast<std::size_t>(BT * C), 0.0), g(static_cast<std::size_t>(BT * C3), 0.0);
+  attention_reference(s, qkv, dout, y, g);
+  MICS_CHECK_CLOSE(out.download(), y, c.tol() * 4);
+  MICS_CHECK_CLOSE(dqkv.download(), g, c.tol() * 10);
+}
+
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(attention) {
   for_each_case([](Case& c) {
     for (bool causal : {true, false}) {
-      BOOST_TEST_CONTEXT("causal " << causal) {
-        AttentionShape s{2, 7, 3, 4, causal};
-        const std::int64_t C = s.NH * s.HS, C3 = 3 * C, BT = s.B * s.T;
-        auto qkv = c.rnd(static_cast<std::size_t>(BT * C3), 70, -2, 2);
-        auto dout = c.rnd(static_cast<std::size_t>(BT * C), 71);
-        DevTensor dqkv_in = c.dev(qkv), out = c.dev(static_cast<std::size_t>(BT * C)), ddout = c.dev(dout),
-                  dqkv = c.dev(static_cast<std::size_t>(BT * C3));
-        mics::device::Buffer saved(c.be, c.be.attention_saved_bytes(c.dt, s));
-        c.be.attention_forward(c.dt, s, out.get(), saved.get(), dqkv_in.get());
-        c.be.attention_backward(c.dt, s, dqkv.get(), ddout.get(), dqkv_in.get(), out.get(), saved.get());
+      BOOST_TEST_CONTEXT("causal " << causal) { check_attention(c, AttentionShape{2, 7, 3, 4, causal}); }
+    }
+  });
+}
 
-        std::vector<double> y(static_cast<std::size_t>(BT * C), 0.0), g(static_cast<std::size_t>(BT * C3), 0.0);
-        const double sc = 1 / std::sqrt(static_cast<double>(s.HS));
-        auto at = [&](std::int64_t b, std::int64_t t, std::int64_t part, std::int64_t h, std::int64_t d) {
-          return static_cast<std::size_t>((b * s.T + t) * C3 + part * C + h * s.HS + d);
-        };
-        for (std::int64_t b = 0; b < s.B; ++b)
-          for (std::int64_t h = 0; h < s.NH; ++h)
-            for (std::int64_t i = 0; i < s.T; ++i) {
-              const std::int64_t n = causal ? i + 1 : s.T;
-              std::vector<double> p(static_cast<std::size_t>(n));
-              double mx = -1e300, z = 0;
-              for (std::int64_t j = 0; j < n; ++j) {
-                double dot = 0;
-                for (std::int64_t d = 0; d < s.HS; ++d) dot += qkv[at(b, i, 0, h, d)] * qkv[at(b, j, 1, h, d)];
-                p[static_cast<std::size_t>(j)] = dot * sc;
-                mx = std::max(mx, dot * sc);
-              }
-              for (double& v : p) { v = std::exp(v - mx); z += v; }
-              for (double& v : p) v /= z;
-              std::vector<double> dp(static_cast<std::size_t>(n));
-              const std::size_t orow = static_cast<std::size_t>((b * s.T + i) * C + h * s.HS);
-              double dsum = 0;
-              for (std::int64_t j = 0; j < n; ++j) {
-                double dd = 0;
-                for (std::int64_t d = 0; d < s.HS; ++d) {
-                  y[orow + static_cast<std::size_t>(d)] += p[static_cast<std::size_t>(j)] * qkv[at(b, j, 2, h, d)];
-                  dd += dout[orow + static_cast<std::size_t>(d)] * qkv[at(b, j, 2, h, d)];
-                  g[at(b, j, 2, h, d)] += p[static_cast<std::size_t>(j)] * dout[orow + static_cast<std::size_t>(d)];
-                }
-                dp[static_cast<std::size_t>(j)] = dd;
-                dsum += dd * p[static_cast<std::size_t>(j)];
-              }
-              for (std::int64_t j = 0; j < n; ++j) {
-                const double ds = p[static_cast<std::size_t>(j)] * (dp[static_cast<std::size_t>(j)] - dsum) * sc;
-                for (std::int64_t d = 0; d < s.HS; ++d) {
-                  g[at(b, i, 0, h, d)] += ds * qkv[at(b, j, 1, h, d)];
-                  g[at(b, j, 1, h, d)] += ds * qkv[at(b, i, 0, h, d)];
-                }
-              }
-            }
-        MICS_CHECK_CLOSE(out.download(), y, c.tol() * 4);
-        MICS_CHECK_CLOSE(dqkv.download(), g, c.tol() * 10);
+// Long sequences: many query blocks, the last one partial, causal blocks that see only
+// part of the keys; T = 1030 is the T = 1024 regime of GPT-2 with a ragged end.
+BOOST_AUTO_TEST_CASE(attention_long_sequences) {
+  for_each_case([](Case& c) {
+    for (bool causal : {true, false}) {
+      for (std::int64_t T : {std::int64_t{130}, std::int64_t{1030}}) {
+        BOOST_TEST_CONTEXT("causal " << causal << " T " << T) { check_attention(c, AttentionShape{1, T, 2, 8, causal}); }
       }
     }
   });
@@ -457,6 +481,97 @@ BOOST_AUTO_TEST_CASE(adamw) {
           MICS_CHECK_CLOSE(dp.download(), p, dt == DType::f64 ? 1e-12 : 1e-5);
           MICS_CHECK_CLOSE(dm.download(), m, dt == DType::f64 ? 1e-12 : 1e-5);
           MICS_CHECK_CLOSE(dv.download(), v, dt == DType::f64 ? 1e-12 : 1e-5);
+        }
+      }
+    }
+  });
+}
+
+// The threaded, vectorised paths of the optimizer kernels (long ranges, not a multiple of
+// any vector or thread split): the f64 reference, and the same bits whatever the thread
+// count, so that replicas on ranks with different --threads stay identical.
+namespace {
+
+struct AdamWRun {
+  std::vector<double> p, m, v;
+};
+
+AdamWRun run_adamw(Backend& be, DType dt, DType gdt, std::size_t n, int steps) {
+  DevTensor dp(be, dt, representable(dt, random_vector(n, 91))), dm(be, dt, std::vector<double>(n, 0.0)),
+      dv(be, dt, std::vector<double>(n, 0.0)), dg(be, gdt, n);
+  mics::device::AdamWParams hp;
+  hp.lr = 0.01; hp.weight_decay = 0.1; hp.grad_scale = 0.5;
+  for (int step = 1; step <= steps; ++step) {
+    dg.upload(representable(gdt, random_vector(n, 200 + static_cast<std::uint64_t>(step))));
+    hp.step = step;
+    be.adamw(dt, dp.get(), dm.get(), dv.get(), gdt, dg.get(), static_cast<std::int64_t>(n), hp);
+  }
+  return {dp.download(), dm.download(), dv.download()};
+}
+
+AdamWRun adamw_reference(DType dt, DType gdt, std::size_t n, int steps) {
+  AdamWRun r{representable(dt, random_vector(n, 91)), std::vector<double>(n, 0.0), std::vector<double>(n, 0.0)};
+  mics::device::AdamWParams hp;
+  hp.lr = 0.01; hp.weight_decay = 0.1; hp.grad_scale = 0.5;
+  for (int step = 1; step <= steps; ++step) {
+    const auto g = representable(gdt, random_vector(n, 200 + static_cast<std::uint64_t>(step)));
+    for (std::size_t i = 0; i < n; ++i) {
+      const double gi = g[i] * hp.grad_scale;
+      r.m[i] = hp.beta1 * r.m[i] + (1 - hp.beta1) * gi;
+      r.v[i] = hp.beta2 * r.v[i] + (1 - hp.beta2) * gi * gi;
+      const double mh = r.m[i] / (1 - std::pow(hp.beta1, step)), vh = r.v[i] / (1 - std::pow(hp.beta2, step));
+      r.p[i] = r.p[i] - hp.lr * hp.weight_decay * r.p[i] - hp.lr * mh / (std::sqrt(vh) + hp.eps);
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(adamw_long_ranges_match_reference_at_any_thread_count) {
+  const std::size_t n = 100003;
+  auto one = mics::device::make_cpu_backend(1);
+  for_each_backend([&](Backend& be) {
+    for (DType dt : {DType::f64, DType::f32}) {
+      if (!be.supports(dt)) continue;
+      for (DType gdt : {dt, DType::bf16}) {
+        BOOST_TEST_CONTEXT(dtype_name(dt) << " grads " << dtype_name(gdt)) {
+          const AdamWRun got = run_adamw(be, dt, gdt, n, 3), want = adamw_reference(dt, gdt, n, 3);
+          const double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+          MICS_CHECK_CLOSE(got.p, want.p, tol);
+          MICS_CHECK_CLOSE(got.m, want.m, tol);
+          MICS_CHECK_CLOSE(got.v, want.v, tol);
+          if (be.name() != "cpu") continue;
+          const AdamWRun serial = run_adamw(*one, dt, gdt, n, 3);
+          BOOST_CHECK(serial.p == got.p && serial.m == got.m && serial.v == got.v);
+        }
+      }
+    }
+  });
+}
+
+BOOST_AUTO_TEST_CASE(accumulate_and_sums_long_ranges_at_any_thread_count) {
+  const std::size_t n = 100003;
+  auto one = mics::device::make_cpu_backend(1);
+  for_each_backend([&](Backend& be) {
+    for (DType dt : {DType::f64, DType::f32}) {
+      if (!be.supports(dt)) continue;
+      for (DType src : {dt, DType::bf16}) {
+        BOOST_TEST_CONTEXT(dtype_name(dt) << " += " << dtype_name(src)) {
+          const auto base = representable(dt, random_vector(n, 7)), x = representable(src, random_vector(n, 8, -3, 3));
+          DevTensor acc(be, dt, base), a(be, src, x);
+          be.accumulate(dt, acc.get(), src, a.get(), static_cast<std::int64_t>(n), -0.25);
+          std::vector<double> want(n);
+          for (std::size_t i = 0; i < n; ++i) want[i] = base[i] - 0.25 * x[i];
+          MICS_CHECK_CLOSE(acc.download(), want, dt == DType::f64 ? 1e-15 : 1e-6);
+          double ss = 0, s = 0;
+          for (double v : x) { ss += v * v; s += v; }
+          const double got_ss = be.sum_squares(src, a.get(), static_cast<std::int64_t>(n));
+          BOOST_TEST(std::abs(got_ss - ss) <= 1e-10 * ss);
+          BOOST_TEST(std::abs(be.sum(src, a.get(), static_cast<std::int64_t>(n)) - s) <= 1e-10 * ss);
+          if (be.name() != "cpu") continue;
+          DevTensor a1(*one, src, x);
+          BOOST_TEST(one->sum_squares(src, a1.get(), static_cast<std::int64_t>(n)) == got_ss);
         }
       }
     }

@@ -42,16 +42,16 @@ MpiCollectives::~MpiCollectives() = default;
 
 bool MpiCollectives::progress_thread() const noexcept { return progress_->threaded(); }
 
-// Groups of one rank: nothing to send (reduce-scatter copies send to recv at once), so
-// the request is already complete; the call is still counted.
+// Groups of one rank have no peer: the collective is over when it is called. It
+// completes on the caller, before any operation, tag or progress-thread work exists (a
+// reduce-scatter copies its one chunk to recv, the others leave their buffer as it is),
+// and only the call is counted: no bytes, no busy or exposed time.
+static Request alone(Group& g, std::uint64_t message) {
+  detail::count_call(*g.traffic(), message);
+  return Request();
+}
+
 static Request issue(mpi::Progress& progress, const std::shared_ptr<mpi::P2POp>& op, Group& g) {
-  if (g.size() == 1) {
-    for (auto& lane : op->lanes)
-      for (auto& r : lane.rounds)
-        if (r.after) r.after();
-    detail::count_call(*op->traffic, op->message);
-    return Request();
-  }
   // Every rank schedules the same lanes for the same call, so they agree on the tags.
   for (auto& lane : op->lanes) lane.tag = g.next_tag();
   progress.submit(op);
@@ -61,6 +61,7 @@ static Request issue(mpi::Progress& progress, const std::shared_ptr<mpi::P2POp>&
 Request MpiCollectives::all_gather(void* buf, std::size_t chunk_count, DType dt, Group& group) {
   check_group(group, "all_gather");
   const std::size_t cb = chunk_count * dtype_size(dt);
+  if (group.size() == 1) return alone(group, cb);
   auto op = new_op("all_gather", group, cb * static_cast<std::uint64_t>(group.size()));
   mpi::schedule_all_gather(*op, mpi::ring_of(group), buf, cb);
   return issue(*progress_, op, group);
@@ -71,6 +72,10 @@ Request MpiCollectives::reduce_scatter(const void* send, void* recv, std::size_t
   check_group(group, "reduce_scatter");
   MICS_ASSERT(send != recv, "reduce_scatter needs distinct send and recv buffers");
   const std::size_t cb = chunk_count * dtype_size(dt);
+  if (group.size() == 1) {
+    if (cb > 0) std::memcpy(recv, send, cb);
+    return alone(group, cb);
+  }
   auto op = new_op("reduce_scatter", group, cb * static_cast<std::uint64_t>(group.size()));
   mpi::schedule_reduce_scatter(*op, mpi::ring_of(group), send, recv, chunk_count, dt);
   return issue(*progress_, op, group);
@@ -78,6 +83,7 @@ Request MpiCollectives::reduce_scatter(const void* send, void* recv, std::size_t
 
 Request MpiCollectives::all_reduce(void* buf, std::size_t count, DType dt, Group& group) {
   check_group(group, "all_reduce");
+  if (group.size() == 1) return alone(group, count * dtype_size(dt));
   auto op = new_op("all_reduce", group, count * dtype_size(dt));
   if (count > 0) mpi::schedule_all_reduce(*op, mpi::ring_of(group), buf, count, dt);
   return issue(*progress_, op, group);
@@ -86,6 +92,7 @@ Request MpiCollectives::all_reduce(void* buf, std::size_t count, DType dt, Group
 Request MpiCollectives::broadcast(void* buf, std::size_t count, DType dt, int root, Group& group) {
   check_group(group, "broadcast");
   MICS_ASSERT(root >= 0 && root < group.size(), "broadcast root outside the group");
+  if (group.size() == 1) return alone(group, count * dtype_size(dt));
   auto op = new_op("broadcast", group, count * dtype_size(dt));
   if (count > 0) mpi::schedule_broadcast(*op, mpi::ring_of(group), buf, count * dtype_size(dt), root);
   return issue(*progress_, op, group);
@@ -102,6 +109,10 @@ const char* MpiCollectives::all_reduce_algorithm(std::size_t count, DType dt, co
 // progress thread's messages; collectives and point-to-point never match each other).
 void MpiCollectives::barrier(Group& group) {
   check_group(group, "barrier");
+  if (group.size() == 1) {
+    detail::count_call(*group.traffic(), 0);
+    return;
+  }
   const double t0 = MPI_Wtime();
   detail::begin_busy(*group.traffic(), t0);
   MICS_CHECK_MPI(MPI_Barrier(group.comm()));

@@ -17,12 +17,10 @@
 
 #include "mics/core/error.hpp"
 #include "mics/device/backend.hpp"
+#include "streaming_kernels.hpp"
 
 namespace mics::device {
 namespace {
-
-// Blocks of this many elements are the unit of every deterministic reduction.
-constexpr std::int64_t kReduceBlock = 4096;
 
 [[noreturn]] void unsupported(const char* what, DType dt) {
   throw Error(std::string("cpu backend: ") + what + " does not support dtype " +
@@ -237,33 +235,13 @@ public:
   }
   void accumulate(DType dst_dt, void* dst, DType src_dt, const void* src, std::int64_t n,
                   double alpha) override {
-    if (dst_dt == DType::bf16) unsupported("accumulate (destination)", dst_dt);
-#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 65536)
-    for (std::int64_t i = 0; i < n; ++i)
-      store(dst_dt, dst, i, load(dst_dt, dst, i) + alpha * load(src_dt, src, i));
-  }
-
-  // Sums f(x_i) in double over fixed blocks, then the block sums in order.
-  template <class F>
-  double blocked_sum(DType dt, const void* x, std::int64_t n, F&& f) {
-    const std::int64_t nb = (n + kReduceBlock - 1) / kReduceBlock;
-    std::vector<double> part(static_cast<std::size_t>(nb), 0.0);
-#pragma omp parallel for num_threads(threads_) schedule(static) if (nb > 4)
-    for (std::int64_t b = 0; b < nb; ++b) {
-      const std::int64_t lo = b * kReduceBlock, hi = std::min(n, lo + kReduceBlock);
-      double s = 0.0;
-      for (std::int64_t i = lo; i < hi; ++i) s += f(load(dt, x, i));
-      part[static_cast<std::size_t>(b)] = s;
-    }
-    double s = 0.0;
-    for (double v : part) s += v;
-    return s;
+    cpu::accumulate(dst_dt, dst, src_dt, src, n, alpha, threads_);
   }
   double sum_squares(DType dt, const void* x, std::int64_t n) override {
-    return blocked_sum(dt, x, n, [](double v) { return v * v; });
+    return cpu::blocked_sum(dt, x, n, true, threads_);
   }
   double sum(DType dt, const void* x, std::int64_t n) override {
-    return blocked_sum(dt, x, n, [](double v) { return v; });
+    return cpu::blocked_sum(dt, x, n, false, threads_);
   }
 
   // --- GEMM -------------------------------------------------------------------------------
@@ -553,85 +531,118 @@ public:
   }
 
   // --- attention ------------------------------------------------------------------------------
-  std::size_t attention_saved_bytes(DType dt, const AttentionShape& s) const override {
-    return dtype_size(dt) * static_cast<std::size_t>(s.B * s.NH * s.T * s.T);
+  // Query rows are taken kQueryBlock at a time against every key they may see (causal: the
+  // keys up to the block's last row), so each thread holds a kQueryBlock x T block of
+  // scores and nothing of size T x T exists: at T = 1024 and 12 heads that was 48 MiB per
+  // layer and sequence kept for the backward pass. A block row holds all of its keys, so
+  // its softmax is exact in one pass (no running rescale), and the causal blocks skip the
+  // keys after their last row (about half of the score and P V products). `saved` keeps
+  // one float per (row, head), the shift the softmax subtracted (the row's maximum,
+  // rounded to float); the backward pass recomputes each block's probabilities with it
+  // and so gets the forward's bits without searching the maximum again.
+  static constexpr std::int64_t kQueryBlock = 64;
+  std::size_t attention_saved_bytes(DType, const AttentionShape& s) const override {
+    return sizeof(float) * static_cast<std::size_t>(s.B * s.NH * s.T);
   }
-  // Per (b, h): scores = Q K^T, masked row softmax into `saved`, out = P V. The (b, h)
-  // pairs are spread over the OpenMP threads, each calling single-threaded BLAS: one
-  // parallel region per call instead of one per head and GEMM.
+
   void attention_forward(DType dt, const AttentionShape& s, void* out, void* saved,
                          const void* qkv) override {
     dispatch("attention_forward", dt, [&](auto tag) {
       using T = decltype(tag);
       const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C;
+      const std::int64_t nq = (T_ + kQueryBlock - 1) / kQueryBlock;
       const double scale = 1.0 / std::sqrt(static_cast<double>(s.HS));
+      std::vector<T>& work = scratch<T>(static_cast<std::size_t>(threads_ * kQueryBlock * T_));
 #pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
-      for (std::int64_t bh = 0; bh < s.B * s.NH; ++bh) {
-        const std::int64_t b = bh / s.NH, h = bh % s.NH;
+      for (std::int64_t task = 0; task < s.B * s.NH * nq; ++task) {
+        const std::int64_t bh = task / nq, b = bh / s.NH, h = bh % s.NH;
+        const std::int64_t q0 = (task % nq) * kQueryBlock, rows = std::min(kQueryBlock, T_ - q0);
+        const std::int64_t keys = s.causal ? q0 + rows : T_;
+        T* S = work.data() + static_cast<std::int64_t>(omp_get_thread_num()) * kQueryBlock * T_;
         const T* q = static_cast<const T*>(qkv) + b * T_ * C3 + h * s.HS;
-        const T* k = q + C;
-        const T* v = q + 2 * C;
-        T* P = static_cast<T*>(saved) + bh * T_ * T_;
-        T* o = static_cast<T*>(out) + b * T_ * C + h * s.HS;
-        gemm(dt, false, true, T_, T_, s.HS, scale, q, C3, k, C3, 0.0, P, T_);
-        softmax_rows<T>(P, T_, s.causal);
-        gemm(dt, false, false, T_, s.HS, T_, 1.0, P, T_, v, C3, 0.0, o, C);
+        T* o = static_cast<T*>(out) + (b * T_ + q0) * C + h * s.HS;
+        float* shift = static_cast<float*>(saved) + bh * T_ + q0;
+        gemm(dt, false, true, rows, keys, s.HS, scale, q + q0 * C3, C3, q + C, C3, 0.0, S, keys);
+        softmax_rows<T>(S, rows, keys, s.causal ? q0 : -1, nullptr, shift);
+        gemm(dt, false, false, rows, s.HS, keys, 1.0, S, keys, q + 2 * C, C3, 0.0, o, C);
       }
     });
   }
+  // Row i of a rows x width block of scores into probabilities. With causal_row0 >= 0 the
+  // block's first row is query causal_row0 and row i sees keys 0 .. causal_row0 + i; the
+  // keys after that get probability 0. The shift subtracted before exp is known[i], or,
+  // when known is null, the row maximum rounded to float, stored into found[i].
   template <class T>
-  static void softmax_rows(T* P, std::int64_t T_, bool causal) {
-    for (std::int64_t i = 0; i < T_; ++i) {
-      T* row = P + i * T_;
-      const std::int64_t n = causal ? i + 1 : T_;
-      T mx = row[0];
+  static void softmax_rows(T* P, std::int64_t rows, std::int64_t width, std::int64_t causal_row0,
+                           const float* known, float* found) {
+    for (std::int64_t i = 0; i < rows; ++i) {
+      T* row = P + i * width;
+      const std::int64_t n = causal_row0 >= 0 ? std::min(width, causal_row0 + i + 1) : width;
+      if (known == nullptr) {
+        T mx = row[0];
 #pragma omp simd reduction(max : mx)
-      for (std::int64_t j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+        for (std::int64_t j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+        found[i] = static_cast<float>(mx);
+      }
+      const T m = static_cast<T>(known != nullptr ? known[i] : found[i]);
       T z = 0;
 #pragma omp simd reduction(+ : z)
       for (std::int64_t j = 0; j < n; ++j) {
-        row[j] = exp_vec(row[j] - mx);
+        row[j] = exp_vec(row[j] - m);
         z += row[j];
       }
       const T inv = T(1) / z;
       for (std::int64_t j = 0; j < n; ++j) row[j] *= inv;
-      for (std::int64_t j = n; j < T_; ++j) row[j] = 0;
+      for (std::int64_t j = n; j < width; ++j) row[j] = 0;
     }
   }
+  // dS = P * (dP - rowsum(P * dP)) * scale, in place of dP (masked entries have P = 0).
+  template <class T>
+  static void softmax_backward_rows(const T* P, T* dP, std::int64_t rows, std::int64_t width, T sc) {
+    for (std::int64_t i = 0; i < rows; ++i) {
+      const T* pr = P + i * width;
+      T* dr = dP + i * width;
+      T dot = 0;
+#pragma omp simd reduction(+ : dot)
+      for (std::int64_t j = 0; j < width; ++j) dot += pr[j] * dr[j];
+      for (std::int64_t j = 0; j < width; ++j) dr[j] = pr[j] * (dr[j] - dot) * sc;
+    }
+  }
+  // Per (b, h), its query blocks in order: dK and dV gather the blocks' contributions in a
+  // fixed order (beta = 1 after zeroing), so the result does not depend on the threads.
   void attention_backward(DType dt, const AttentionShape& s, void* dqkv, const void* dout,
                           const void* qkv, const void*, const void* saved) override {
     dispatch("attention_backward", dt, [&](auto tag) {
       using T = decltype(tag);
-      const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C;
-      const T sc = static_cast<T>(1.0 / std::sqrt(static_cast<double>(s.HS)));
-      std::vector<T>& work = scratch<T>(static_cast<std::size_t>(threads_ * T_ * T_));
+      const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C, HS = s.HS;
+      const double scale = 1.0 / std::sqrt(static_cast<double>(HS));
+      std::vector<T>& work = scratch<T>(static_cast<std::size_t>(threads_ * 2 * kQueryBlock * T_));
 #pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
       for (std::int64_t bh = 0; bh < s.B * s.NH; ++bh) {
         const std::int64_t b = bh / s.NH, h = bh % s.NH;
-        T* dP = work.data() + static_cast<std::int64_t>(omp_get_thread_num()) * T_ * T_;
-        const T* q = static_cast<const T*>(qkv) + b * T_ * C3 + h * s.HS;
+        T* P = work.data() + static_cast<std::int64_t>(omp_get_thread_num()) * 2 * kQueryBlock * T_;
+        T* dP = P + kQueryBlock * T_;
+        const T* q = static_cast<const T*>(qkv) + b * T_ * C3 + h * HS;
         const T* k = q + C;
         const T* v = q + 2 * C;
-        T* dq = static_cast<T*>(dqkv) + b * T_ * C3 + h * s.HS;
+        T* dq = static_cast<T*>(dqkv) + b * T_ * C3 + h * HS;
         T* dk = dq + C;
         T* dv = dq + 2 * C;
-        const T* P = static_cast<const T*>(saved) + bh * T_ * T_;
-        const T* dO = static_cast<const T*>(dout) + b * T_ * C + h * s.HS;
-        // dV = P^T dO ; dP = dO V^T
-        gemm(dt, true, false, T_, s.HS, T_, 1.0, P, T_, dO, C, 0.0, dv, C3);
-        gemm(dt, false, true, T_, T_, s.HS, 1.0, dO, C, v, C3, 0.0, dP, T_);
-        // dS = P * (dP - rowsum(P*dP)), times the score scale (masked entries have P = 0).
-        for (std::int64_t i = 0; i < T_; ++i) {
-          const T* pr = P + i * T_;
-          T* dr = dP + i * T_;
-          T dot = 0;
-#pragma omp simd reduction(+ : dot)
-          for (std::int64_t j = 0; j < T_; ++j) dot += pr[j] * dr[j];
-          for (std::int64_t j = 0; j < T_; ++j) dr[j] = pr[j] * (dr[j] - dot) * sc;
+        const T* dO = static_cast<const T*>(dout) + b * T_ * C + h * HS;
+        for (std::int64_t t = 0; t < T_; ++t)
+          for (std::int64_t d = 0; d < HS; ++d) dk[t * C3 + d] = dv[t * C3 + d] = 0;
+        for (std::int64_t q0 = 0; q0 < T_; q0 += kQueryBlock) {
+          const std::int64_t rows = std::min(kQueryBlock, T_ - q0), keys = s.causal ? q0 + rows : T_;
+          const float* shift = static_cast<const float*>(saved) + bh * T_ + q0;  // the forward's
+          gemm(dt, false, true, rows, keys, HS, scale, q + q0 * C3, C3, k, C3, 0.0, P, keys);
+          softmax_rows<T>(P, rows, keys, s.causal ? q0 : -1, shift, nullptr);
+          // dV += P^T dO ; dP = dO V^T ; dS ; dQ = dS K ; dK += dS^T Q
+          gemm(dt, true, false, keys, HS, rows, 1.0, P, keys, dO + q0 * C, C, 1.0, dv, C3);
+          gemm(dt, false, true, rows, keys, HS, 1.0, dO + q0 * C, C, v, C3, 0.0, dP, keys);
+          softmax_backward_rows<T>(P, dP, rows, keys, static_cast<T>(scale));
+          gemm(dt, false, false, rows, HS, keys, 1.0, dP, keys, k, C3, 0.0, dq + q0 * C3, C3);
+          gemm(dt, true, false, keys, HS, rows, 1.0, dP, keys, q + q0 * C3, C3, 1.0, dk, C3);
         }
-        // dQ = dS K ; dK = dS^T Q
-        gemm(dt, false, false, T_, s.HS, T_, 1.0, dP, T_, k, C3, 0.0, dq, C3);
-        gemm(dt, true, false, T_, s.HS, T_, 1.0, dP, T_, q, C3, 0.0, dk, C3);
       }
     });
   }
@@ -695,27 +706,7 @@ public:
   // --- AdamW --------------------------------------------------------------------------------
   void adamw(DType dt, void* param, void* m, void* v, DType grad_dt, const void* grad,
              std::int64_t n, const AdamWParams& hp) override {
-    dispatch("adamw", dt, [&](auto tag) {
-      using T = decltype(tag);
-      T* p = static_cast<T*>(param);
-      T* pm = static_cast<T*>(m);
-      T* pv = static_cast<T*>(v);
-      const double bc1 = 1.0 - std::pow(hp.beta1, static_cast<double>(hp.step));
-      const double bc2 = 1.0 - std::pow(hp.beta2, static_cast<double>(hp.step));
-      const T b1 = static_cast<T>(hp.beta1), b2 = static_cast<T>(hp.beta2);
-      const T ob1 = static_cast<T>(1.0 - hp.beta1), ob2 = static_cast<T>(1.0 - hp.beta2);
-      const T lr = static_cast<T>(hp.lr), decay = static_cast<T>(hp.lr * hp.weight_decay);
-      const T ibc1 = static_cast<T>(1.0 / bc1), ibc2 = static_cast<T>(1.0 / bc2);
-      const T eps = static_cast<T>(hp.eps), gs = static_cast<T>(hp.grad_scale);
-#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 16384)
-      for (std::int64_t i = 0; i < n; ++i) {
-        const T g = static_cast<T>(load(grad_dt, grad, i)) * gs;
-        pm[i] = b1 * pm[i] + ob1 * g;
-        pv[i] = b2 * pv[i] + ob2 * g * g;
-        const T mh = pm[i] * ibc1, vh = pv[i] * ibc2;
-        p[i] = p[i] - decay * p[i] - lr * mh / (std::sqrt(vh) + eps);
-      }
-    });
+    cpu::adamw(dt, param, m, v, grad_dt, grad, n, hp, threads_);
   }
 
 private:
