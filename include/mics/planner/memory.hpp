@@ -34,7 +34,7 @@ struct MemoryInputs {
   int state_bytes = 4;          // master weights, Adam moments, gradient accumulator
   std::int64_t micro_batch = 0; // 0: no activations counted
   bool recompute = false;
-  bool flash_attention = true;  // CUDA keeps 4 B per (row, head); the CPU the T x T scores
+  bool flash_attention = true;  // 4 B per (row, head) (both backends); false: T x T scores
   double workspace_bytes = 0;
   int replicas = 1;             // partition groups (W / p): hop 2 runs when above 1
 };

@@ -66,9 +66,11 @@ void split(std::int64_t n, int threads, Body&& body) {
     body(std::int64_t{0}, n);
     return;
   }
-  const std::int64_t per = ((n + threads - 1) / threads + 15) / 16 * 16;
 #pragma omp parallel num_threads(threads)
   {
+    // The team OpenMP actually gave (it may be smaller than asked) shares the range.
+    const std::int64_t team = omp_get_num_threads();
+    const std::int64_t per = ((n + team - 1) / team + 15) / 16 * 16;
     const std::int64_t lo = std::min<std::int64_t>(n, per * omp_get_thread_num());
     body(lo, std::min(n, lo + per));
   }
