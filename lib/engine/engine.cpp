@@ -132,6 +132,7 @@ struct Engine::Impl {
   std::deque<GradSlot*> reducing;              // in flight, oldest first
   // Hop 2 started during the last micro-step's backward, one bucket at a time as its
   // reduce-scatter is finished (finish_oldest_reduce).
+  bool hop2 = false;        // two-hop sync over a replication group of more than one rank
   bool sync_early = false;
   std::vector<std::pair<int, comm::Request>> syncing;  // (bucket, its all-reduce)
   std::vector<device::Buffer> sync_buf;        // per bucket, when hop 2 is narrowed
@@ -251,15 +252,14 @@ struct Engine::Impl {
   // Hop 2: gradients cross partition groups once per optimizer step. Started here unless
   // the last micro-step's backward already started them.
   void finish_sync() {
-    const bool two_hop = cfg.grad_sync == GradSync::two_hop && groups.replication().size() > 1;
-    if (two_hop && !sync_early)
+    if (hop2 && !sync_early)
       for (int b = 0; b < buckets(); ++b) start_sync(b);
     sync_early = false;
     const auto t1 = Clock::now();
     for (auto& [b, r] : syncing) r.wait();
     if (!syncing.empty()) exposed.sync += seconds_since(t1);
-    for (auto& [b, r] : syncing)
-      if (!sync_buf.empty())
+    if (!sync_buf.empty())
+      for (auto& [b, r] : syncing)
         be.cast(mdt, grad_acc[static_cast<std::size_t>(b)].get(), rdt,
                 sync_buf[static_cast<std::size_t>(b)].get(), static_cast<std::int64_t>(chunk(b)));
     syncing.clear();
@@ -430,7 +430,8 @@ Engine::Engine(const model::ModelConfig& model, const TrainConfig& cfg, device::
     s.recv = device::Buffer(backend, largest_chunk * rb);
     working_bytes_ += largest * cb + (reduce != compute ? largest * rb : 0) + largest_chunk * rb;
   }
-  if (cfg.grad_sync == GradSync::two_hop && groups.replication().size() > 1 && rb < sb)
+  m.hop2 = cfg.grad_sync == GradSync::two_hop && groups.replication().size() > 1;
+  if (m.hop2 && rb < sb)
     for (int b = 0; b < nb; ++b) {
       m.sync_buf.emplace_back(backend, m.chunk(b) * rb);
       working_bytes_ += m.chunk(b) * rb;
@@ -505,9 +506,8 @@ StepResult Engine::train_step(const data::Dataset& data) {
   m.coll.sum_host(&total, 1, m.groups.world());
 
   double loss_sum = 0;
-  const bool two_hop = m.cfg.grad_sync == GradSync::two_hop && m.groups.replication().size() > 1;
   for (int a = 0; a < A; ++a) {
-    m.sync_early = two_hop && m.cfg.overlap_grad_sync && a == A - 1;
+    m.sync_early = m.hop2 && m.cfg.overlap_grad_sync && a == A - 1;
     model_->set_batch(tokens.data() + per * static_cast<std::size_t>(a),
                       targets.data() + per * static_cast<std::size_t>(a));
     const double loss = m.forward(*model_, m.cfg.prefetch);
