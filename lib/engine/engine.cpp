@@ -118,6 +118,14 @@ struct Engine::Impl {
   model::BucketLayout layout;
   int p = 1, q = 0, world = 1, rank = 0;
   bool persistent = false;
+  // With partition groups of one rank and compute type == state type, a bucket's whole
+  // parameters are the master shard itself: the forward and backward passes read it in
+  // place instead of a gathered or persistent copy (a pass over the model each saved).
+  bool master_view = false;
+  // With a world of one rank too, the reduce-scatter of a gradient bucket would only copy
+  // it, and the accumulate would add it to zeros with weight 1: the model then writes
+  // the micro-step's gradient straight into the accumulator (direct micro-steps).
+  bool direct_grads = false;
   bool hierarchical = false;
   std::vector<model::Sharding> shard;
   std::vector<std::vector<Segment>> segments;
@@ -157,7 +165,7 @@ struct Engine::Impl {
   // --- parameters ------------------------------------------------------------------------
   // Start gathering bucket b into a free slot (no-op when persistent or already there).
   void start_gather(int b) {
-    if (persistent || gathered[static_cast<std::size_t>(b)] != nullptr) return;
+    if (persistent || master_view || gathered[static_cast<std::size_t>(b)] != nullptr) return;
     ParamSlot* slot = nullptr;
     for (auto& s : param_slots)
       if (s.bucket < 0) { slot = &s; break; }
@@ -170,6 +178,7 @@ struct Engine::Impl {
   }
 
   const void* params(int b) {
+    if (master_view) return master[static_cast<std::size_t>(b)].get();
     if (persistent) return persistent_copy[static_cast<std::size_t>(b)].get();
     if (gathered[static_cast<std::size_t>(b)] == nullptr) start_gather(b);
     ParamSlot* slot = gathered[static_cast<std::size_t>(b)];
@@ -182,7 +191,7 @@ struct Engine::Impl {
   }
 
   void release(int b) {
-    if (persistent) return;
+    if (persistent || master_view) return;
     ParamSlot* slot = gathered[static_cast<std::size_t>(b)];
     if (slot == nullptr) return;
     slot->gather.wait();
@@ -299,27 +308,40 @@ struct Engine::Impl {
     return tm.head_forward(params(last), params(model::kEmbeddingBucket));
   }
 
-  void backward(model::Transformer& tm, bool prefetch, double weight) {
+  // Where bucket b's gradient of this micro-step goes: a gradient slot on its way through
+  // the reduce-scatter, or (direct) the accumulator itself, which holds zeros then.
+  GradSlot* grad_slot(int b, bool direct) { return direct ? nullptr : &acquire_grad(b); }
+  void* grad_target(GradSlot* s, int b) {
+    return s != nullptr ? s->grads.get() : grad_acc[static_cast<std::size_t>(b)].get();
+  }
+  void finish_grad(GradSlot* s, double weight) {
+    if (s != nullptr) start_reduce(*s, weight);
+  }
+
+  // direct: the gradient goes straight into the accumulator (see direct_grads); the
+  // caller allows it only where that gives the reduce path's bits (first micro-step,
+  // weight 1).
+  void backward(model::Transformer& tm, bool prefetch, double weight, bool direct) {
     const int L = static_cast<int>(mc.layers);
-    const int last = model::final_norm_bucket(mc);
-    GradSlot& g0 = acquire_grad(model::kEmbeddingBucket);
-    GradSlot& gf = acquire_grad(last);
+    const int emb = model::kEmbeddingBucket, last = model::final_norm_bucket(mc);
+    GradSlot* g0 = grad_slot(emb, direct);
+    GradSlot* gf = grad_slot(last, direct);
     if (prefetch && L > 0) start_gather(model::block_bucket(L - 1));
-    tm.head_backward(params(last), params(model::kEmbeddingBucket), gf.grads.get(), g0.grads.get());
+    tm.head_backward(params(last), params(emb), grad_target(gf, last), grad_target(g0, emb));
     release(last);
-    start_reduce(gf, weight);
+    finish_grad(gf, weight);
     for (int i = L - 1; i >= 0; --i) {
       const int b = model::block_bucket(i);
       const void* P = params(b);
       if (prefetch && i > 0) start_gather(b - 1);
-      GradSlot& g = acquire_grad(b);
-      tm.block_backward(i, P, g.grads.get());
+      GradSlot* g = grad_slot(b, direct);
+      tm.block_backward(i, P, grad_target(g, b));
       release(b);
-      start_reduce(g, weight);
+      finish_grad(g, weight);
     }
-    tm.embed_backward(params(model::kEmbeddingBucket), g0.grads.get());
-    release(model::kEmbeddingBucket);
-    start_reduce(g0, weight);
+    tm.embed_backward(params(emb), grad_target(g0, emb));
+    release(emb);
+    finish_grad(g0, weight);
   }
 
   // --- the optimizer step ---------------------------------------------------------------------
@@ -330,7 +352,7 @@ struct Engine::Impl {
       if (dt != mdt)
         be.cast(dt, compute_shard[ub].get(), mdt, master[ub].get(),
                 static_cast<std::int64_t>(chunk(b)));
-      if (!persistent) continue;
+      if (!persistent || master_view) continue;
       void* own = device::offset(persistent_copy[ub].get(), dt,
                                  static_cast<std::int64_t>(shard[ub].begin(q)));
       be.copy(own, shard_source(b), chunk(b) * device::dtype_size(dt));
@@ -359,6 +381,8 @@ Engine::Engine(const model::ModelConfig& model, const TrainConfig& cfg, device::
                      " needs partition groups of " + std::to_string(expected) + " ranks, the groups have " +
                      std::to_string(m.p));
   m.persistent = persistent_parameters(cfg.strategy);
+  m.master_view = m.p == 1 && compute == states;
+  m.direct_grads = m.master_view && reduce == compute && groups.replication().size() == 1;
   m.hierarchical = cfg.hierarchical;
   accumulation_ = accumulation_steps(cfg, m.world);
   if (states != DType::f32 && states != DType::f64)
@@ -513,7 +537,7 @@ StepResult Engine::train_step(const data::Dataset& data) {
     const double loss = m.forward(*model_, m.cfg.prefetch);
     const double weight = total > 0 ? static_cast<double>(count_of[static_cast<std::size_t>(a)]) / total : 0.0;
     loss_sum += loss * weight;
-    m.backward(*model_, m.cfg.prefetch, weight);
+    m.backward(*model_, m.cfg.prefetch, weight, m.direct_grads && a == 0 && weight == 1.0);
   }
   m.finish_all_reduces();
 
@@ -551,12 +575,17 @@ StepResult Engine::train_step(const data::Dataset& data) {
     const auto ub = static_cast<std::size_t>(b);
     for (const Segment& s : m.segments[ub]) {
       hp.weight_decay = s.decay ? m.cfg.optimizer.weight_decay : 0.0;
-      m.be.adamw(m.mdt, device::offset(m.master[ub].get(), m.mdt, s.begin),
-                 device::offset(m.adam_m[ub].get(), m.mdt, s.begin),
-                 device::offset(m.adam_v[ub].get(), m.mdt, s.begin), m.mdt,
-                 device::offset(m.grad_acc[ub].get(), m.mdt, s.begin), s.count, hp);
+      // The accumulator is zeroed for the next step in the same pass.
+      m.be.adamw_zero_grad(m.mdt, device::offset(m.master[ub].get(), m.mdt, s.begin),
+                           device::offset(m.adam_m[ub].get(), m.mdt, s.begin),
+                           device::offset(m.adam_v[ub].get(), m.mdt, s.begin), m.mdt,
+                           device::offset(m.grad_acc[ub].get(), m.mdt, s.begin), s.count, hp);
     }
-    m.be.fill(m.mdt, m.grad_acc[ub].get(), static_cast<std::int64_t>(m.chunk(b)), 0.0);
+    // Past the segments (the shard's padding) the accumulator only ever adds zeros; keep
+    // the zeroing explicit anyway, it is at most one chunk's tail.
+    const auto valid = static_cast<std::int64_t>(m.shard[ub].valid(m.q));
+    const auto tail = static_cast<std::int64_t>(m.chunk(b)) - valid;
+    if (tail > 0) m.be.fill(m.mdt, device::offset(m.grad_acc[ub].get(), m.mdt, valid), tail, 0.0);
   }
   m.refresh_compute();
   m.be.synchronize();

@@ -152,30 +152,28 @@ void Transformer::block_forward(int layer, const void* block_params) {
   const Layer& L = layers_[static_cast<std::size_t>(layer)];
   const void* in = layer_input(layer);
   const std::int64_t C = C_, N = N_;
-  const std::size_t bytes = static_cast<std::size_t>(N * C) * device::dtype_size(dt_);
 
   // ln1[N,C] = LN(in)
   be_->layernorm_forward(dt_, L.ln1, L.ln1_mean, L.ln1_rstd, in, w[kLn1W], w[kLn1B], N, C, cfg_.ln_eps);
   // qkv[N,3C] = ln1 Wqkv^T + bqkv
-  be_->gemm(dt_, false, true, N, 3 * C, C, 1.0, L.ln1, C, w[kQkvW], C, 0.0, L.qkv, 3 * C);
-  be_->add_bias(dt_, L.qkv, w[kQkvB], N, 3 * C);
+  be_->linear_forward(dt_, L.qkv, L.ln1, w[kQkvW], w[kQkvB], nullptr, N, 3 * C, C);
   // atty[N,C] = attention(qkv)
   be_->attention_forward(dt_, att_, L.atty, L.att, L.qkv);
-  // res2[N,C] = in + atty Wproj^T + bproj  (the residual is written first, the GEMM adds)
-  be_->copy(L.res2, in, bytes);
-  be_->add_bias(dt_, L.res2, w[kAttnProjB], N, C);
-  be_->gemm(dt_, false, true, N, C, C, 1.0, L.atty, C, w[kAttnProjW], C, 1.0, L.res2, C);
+  // res2[N,C] = in + atty Wproj^T + bproj
+  be_->linear_forward(dt_, L.res2, L.atty, w[kAttnProjW], w[kAttnProjB], in, N, C, C);
   // ln2[N,C] = LN(res2)
   be_->layernorm_forward(dt_, L.ln2, L.ln2_mean, L.ln2_rstd, L.res2, w[kLn2W], w[kLn2B], N, C, cfg_.ln_eps);
   // fch[N,4C] = ln2 Wfc^T + bfc ; fch_gelu = GELU(fch)
-  be_->gemm(dt_, false, true, N, 4 * C, C, 1.0, L.ln2, C, w[kFcW], C, 0.0, L.fch, 4 * C);
-  be_->add_bias(dt_, L.fch, w[kFcB], N, 4 * C);
+  be_->linear_forward(dt_, L.fch, L.ln2, w[kFcW], w[kFcB], nullptr, N, 4 * C, C);
   be_->gelu_forward(dt_, L.fch_gelu, L.fch, N * 4 * C);
   // res3[N,C] = res2 + fch_gelu Wfcproj^T + bfcproj
-  be_->copy(L.res3, L.res2, bytes);
-  be_->add_bias(dt_, L.res3, w[kFcProjB], N, C);
-  be_->gemm(dt_, false, true, N, C, 4 * C, 1.0, L.fch_gelu, 4 * C, w[kFcProjW], 4 * C, 1.0, L.res3, C);
+  be_->linear_forward(dt_, L.res3, L.fch_gelu, w[kFcProjW], w[kFcProjB], L.res2, N, C, 4 * C);
 }
+
+// The row log-sum-exps that head_forward saves for head_backward live in dbuf_: it holds
+// nothing between the forward pass and head_backward's dlnf GEMM (which runs after the
+// cross-entropy backward), so the activation memory does not grow for them.
+void* Transformer::saved_lse() const { return dbuf_; }
 
 double Transformer::head_forward(const void* lnf_params, const void* emb_params) {
   const Views f(layout_.buckets[static_cast<std::size_t>(final_norm_bucket(cfg_))], lnf_params, dt_);
@@ -186,7 +184,7 @@ double Transformer::head_forward(const void* lnf_params, const void* emb_params)
   // logits[N,V] = lnf wte^T  (tied head)
   be_->gemm(dt_, false, true, N_, V_, C_, 1.0, lnf_, C_, e[kWte], C_, 0.0, logits_, V_);
   // losses[N]; the mean over counted targets goes back to the host
-  be_->cross_entropy_forward(dt_, losses_, logits_, targets_, N_, V_, V_);
+  be_->cross_entropy_forward_lse(dt_, losses_, saved_lse(), logits_, targets_, N_, V_, V_);
   if (counted_ == 0) return 0.0;
   return be_->sum(st_, losses_, N_) / static_cast<double>(counted_);
 }
@@ -203,7 +201,7 @@ void Transformer::head_backward(const void* lnf_params, const void* emb_params, 
   be_->fill(dt_, lnf_grads, static_cast<std::int64_t>(fb.count), 0.0);
   const double scale = counted_ > 0 ? 1.0 / static_cast<double>(counted_) : 0.0;
   // dlogits[N,V] (in place over logits) = (softmax - onehot) / counted
-  be_->cross_entropy_backward(dt_, logits_, logits_, targets_, N_, V_, V_, scale);
+  be_->cross_entropy_backward_lse(dt_, logits_, logits_, saved_lse(), targets_, N_, V_, V_, scale);
   // dwte[V,C] = dlogits^T lnf (written); dwpe = 0 until embed_backward adds into it
   be_->gemm(dt_, true, false, V_, C_, N_, 1.0, logits_, V_, lnf_, C_, 0.0, eg[kWte], C_);
   be_->fill(dt_, eg[kWpe], static_cast<std::int64_t>(eb.tensors[kWpe].count), 0.0);
@@ -222,32 +220,35 @@ void Transformer::block_backward(int layer, const void* block_params, void* bloc
   const Layer& L = layers_[static_cast<std::size_t>(layer)];
   const std::int64_t C = C_, N = N_;
   if (recompute_) block_forward(layer, block_params);  // rebuilds the shared intermediates
-  be_->fill(dt_, block_grads, static_cast<std::int64_t>(bs.count), 0.0);
+  // The four weight gradients are written by their GEMMs (beta = 0: each has one
+  // contribution); the biases' and LayerNorms' kernels add into theirs, so only those
+  // small tensors are zeroed, not the whole bucket.
+  for (int t : {kLn1W, kLn1B, kQkvB, kAttnProjB, kLn2W, kLn2B, kFcB, kFcProjB})
+    be_->fill(dt_, g[t], static_cast<std::int64_t>(bs.tensors[static_cast<std::size_t>(t)].count), 0.0);
   // dres holds d loss / d res3. The residual branch passes it to res2 unchanged; the MLP
   // branch adds its part through ln2's backward.
 
   // MLP projection: dWfcproj[C,4C] = dres^T fch_gelu ; dbfcproj = sum dres ;
   // dfch[N,4C] = dres Wfcproj
-  be_->gemm(dt_, true, false, C, 4 * C, N, 1.0, dres_, C, L.fch_gelu, 4 * C, 1.0, g[kFcProjW], 4 * C);
+  be_->gemm(dt_, true, false, C, 4 * C, N, 1.0, dres_, C, L.fch_gelu, 4 * C, 0.0, g[kFcProjW], 4 * C);
   be_->bias_backward(dt_, g[kFcProjB], dres_, N, C);
   be_->gemm(dt_, false, false, N, 4 * C, C, 1.0, dres_, C, w[kFcProjW], 4 * C, 0.0, dfch_, 4 * C);
-  // through GELU, in place
-  be_->gelu_backward(dt_, dfch_, L.fch, dfch_, N * 4 * C);
-  // MLP fc: dWfc[4C,C] = dfch^T ln2 ; dbfc ; dln2[N,C] = dfch Wfc
-  be_->gemm(dt_, true, false, 4 * C, C, N, 1.0, dfch_, 4 * C, L.ln2, C, 1.0, g[kFcW], C);
-  be_->bias_backward(dt_, g[kFcB], dfch_, N, 4 * C);
+  // through GELU, in place, with dbfc = column sums of the result
+  be_->gelu_backward_bias(dt_, dfch_, g[kFcB], L.fch, dfch_, N, 4 * C);
+  // MLP fc: dWfc[4C,C] = dfch^T ln2 ; dln2[N,C] = dfch Wfc
+  be_->gemm(dt_, true, false, 4 * C, C, N, 1.0, dfch_, 4 * C, L.ln2, C, 0.0, g[kFcW], C);
   be_->gemm(dt_, false, false, N, C, 4 * C, 1.0, dfch_, 4 * C, w[kFcW], C, 0.0, dbuf_, C);
   // ln2: dres += LN2 backward  (dres now = d loss / d res2)
   be_->layernorm_backward(dt_, dres_, g[kLn2W], g[kLn2B], dbuf_, L.res2, w[kLn2W], L.ln2_mean, L.ln2_rstd, N, C);
 
   // Attention projection: dWproj[C,C] = dres^T atty ; dbproj ; datty[N,C] = dres Wproj
-  be_->gemm(dt_, true, false, C, C, N, 1.0, dres_, C, L.atty, C, 1.0, g[kAttnProjW], C);
+  be_->gemm(dt_, true, false, C, C, N, 1.0, dres_, C, L.atty, C, 0.0, g[kAttnProjW], C);
   be_->bias_backward(dt_, g[kAttnProjB], dres_, N, C);
   be_->gemm(dt_, false, false, N, C, C, 1.0, dres_, C, w[kAttnProjW], C, 0.0, dbuf_, C);
   // dqkv[N,3C] = attention backward
   be_->attention_backward(dt_, att_, dqkv_, dbuf_, L.qkv, L.atty, L.att);
   // qkv: dWqkv[3C,C] = dqkv^T ln1 ; dbqkv ; dln1[N,C] = dqkv Wqkv
-  be_->gemm(dt_, true, false, 3 * C, C, N, 1.0, dqkv_, 3 * C, L.ln1, C, 1.0, g[kQkvW], C);
+  be_->gemm(dt_, true, false, 3 * C, C, N, 1.0, dqkv_, 3 * C, L.ln1, C, 0.0, g[kQkvW], C);
   be_->bias_backward(dt_, g[kQkvB], dqkv_, N, 3 * C);
   be_->gemm(dt_, false, false, N, C, 3 * C, 1.0, dqkv_, 3 * C, w[kQkvW], C, 0.0, dbuf_, C);
   // ln1: dres += LN1 backward  (dres now = d loss / d block input)

@@ -225,6 +225,35 @@ BOOST_AUTO_TEST_CASE(bias_forward_backward) {
   });
 }
 
+// The fused linear layer: out = inp W^T + bias (+ residual), the threaded path (above the
+// GEMM split's size cut, rows not a multiple of the row blocks) and a small serial one.
+BOOST_AUTO_TEST_CASE(linear_forward_with_and_without_residual) {
+  for_each_case([](Case& c) {
+    for (const std::int64_t N : {std::int64_t{7}, std::int64_t{203}}) {
+      const std::int64_t OC = 150, IC = 90;
+      auto x = c.rnd(static_cast<std::size_t>(N * IC), 32), w = c.rnd(static_cast<std::size_t>(OC * IC), 33);
+      auto b = c.rnd(static_cast<std::size_t>(OC), 34), res = c.rnd(static_cast<std::size_t>(N * OC), 35);
+      DevTensor dx = c.dev(x), dw = c.dev(w), db = c.dev(b), dres = c.dev(res);
+      DevTensor plain = c.dev(static_cast<std::size_t>(N * OC)), resid = c.dev(static_cast<std::size_t>(N * OC));
+      c.be.linear_forward(c.dt, plain.get(), dx.get(), dw.get(), db.get(), nullptr, N, OC, IC);
+      c.be.linear_forward(c.dt, resid.get(), dx.get(), dw.get(), db.get(), dres.get(), N, OC, IC);
+      std::vector<double> want(static_cast<std::size_t>(N * OC)), want_res(want.size());
+      for (std::int64_t r = 0; r < N; ++r)
+        for (std::int64_t o = 0; o < OC; ++o) {
+          double s = b[static_cast<std::size_t>(o)];
+          for (std::int64_t k = 0; k < IC; ++k)
+            s += x[static_cast<std::size_t>(r * IC + k)] * w[static_cast<std::size_t>(o * IC + k)];
+          want[static_cast<std::size_t>(r * OC + o)] = s;
+          want_res[static_cast<std::size_t>(r * OC + o)] = s + res[static_cast<std::size_t>(r * OC + o)];
+        }
+      BOOST_TEST_CONTEXT("N " << N) {
+        MICS_CHECK_CLOSE(plain.download(), want, c.tol() * 10);
+        MICS_CHECK_CLOSE(resid.download(), want_res, c.tol() * 10);
+      }
+    }
+  });
+}
+
 BOOST_AUTO_TEST_CASE(embedding) {
   for_each_case([](Case& c) {
     const std::int64_t B = 3, T = 5, C = 8, V = 7, Tmax = 6;
@@ -332,6 +361,26 @@ BOOST_AUTO_TEST_CASE(gelu) {
     }
     MICS_CHECK_CLOSE(out.download(), y, c.tol());
     MICS_CHECK_CLOSE(din.download(), g, std::max(c.tol(), 1e-9));
+  });
+}
+
+// GELU's backward with the bias gradient of the layer before it, in place as the model
+// calls it, on more rows than the threading cut.
+BOOST_AUTO_TEST_CASE(gelu_backward_with_bias_gradient) {
+  for_each_case([](Case& c) {
+    const std::int64_t N = 1001, C = 70;
+    const auto n = static_cast<std::size_t>(N * C);
+    auto x = c.rnd(n, 62, -5, 5), dy = c.rnd(n, 63), bias = c.rnd(static_cast<std::size_t>(C), 64);
+    DevTensor dx = c.dev(x), dg = c.dev(dy), db = c.dev(bias);
+    c.be.gelu_backward_bias(c.dt, dg.get(), db.get(), dx.get(), dg.get(), N, C);
+    std::vector<double> g(n), dbw = bias;
+    const double h = 1e-5;
+    for (std::size_t i = 0; i < n; ++i) {
+      g[i] = dy[i] * (gelu_ref(x[i] + h) - gelu_ref(x[i] - h)) / (2 * h);
+      dbw[i % static_cast<std::size_t>(C)] += g[i];
+    }
+    MICS_CHECK_CLOSE(dg.download(), g, std::max(c.tol(), 1e-9));
+    MICS_CHECK_CLOSE(db.download(), dbw, std::max(c.tol() * 10, 1e-8));
   });
 }
 
@@ -446,9 +495,16 @@ BOOST_AUTO_TEST_CASE(cross_entropy) {
         grad[row + static_cast<std::size_t>(j)] = scale * (std::exp(logits[row + static_cast<std::size_t>(j)] - mx) / z - (j == tgt[static_cast<std::size_t>(r)] ? 1 : 0));
     }
     MICS_CHECK_CLOSE(losses.download(), want, c.tol() * 4);
+    // The pair that carries the row log-sum-exp from forward to backward: the same values.
+    DevTensor dl2 = c.dev(logits), losses2(c.be, st, static_cast<std::size_t>(N)),
+              lse(c.be, st, static_cast<std::size_t>(N));
+    c.be.cross_entropy_forward_lse(c.dt, losses2.get(), lse.get(), dl2.get(), dt.as<std::int32_t>(), N, V, ld);
+    MICS_CHECK_CLOSE(losses2.download(), want, c.tol() * 4);
     // In place (dlogits aliases logits), as the model uses it.
     c.be.cross_entropy_backward(c.dt, dl.get(), dl.get(), dt.as<std::int32_t>(), N, V, ld, scale);
     MICS_CHECK_CLOSE(dl.download(), grad, c.tol() * 4);
+    c.be.cross_entropy_backward_lse(c.dt, dl2.get(), dl2.get(), lse.get(), dt.as<std::int32_t>(), N, V, ld, scale);
+    MICS_CHECK_CLOSE(dl2.download(), grad, c.tol() * 4);
   });
 }
 
@@ -477,6 +533,43 @@ BOOST_AUTO_TEST_CASE(adamw) {
               const double vh = v[i] / (1 - std::pow(hp.beta2, step));
               p[i] = p[i] - hp.lr * hp.weight_decay * p[i] - hp.lr * mh / (std::sqrt(vh) + hp.eps);
             }
+          }
+          MICS_CHECK_CLOSE(dp.download(), p, dt == DType::f64 ? 1e-12 : 1e-5);
+          MICS_CHECK_CLOSE(dm.download(), m, dt == DType::f64 ? 1e-12 : 1e-5);
+          MICS_CHECK_CLOSE(dv.download(), v, dt == DType::f64 ? 1e-12 : 1e-5);
+        }
+      }
+    }
+  });
+}
+
+// AdamW that zeroes the gradient as it reads it (the engine's accumulator): the f64
+// reference, the gradient all zeros after, on a long range (threaded) and a short one.
+BOOST_AUTO_TEST_CASE(adamw_zero_grad) {
+  for_each_backend([](Backend& be) {
+    for (DType dt : {DType::f64, DType::f32}) {
+      if (!be.supports(dt)) continue;
+      for (const std::size_t n : {std::size_t{1001}, std::size_t{100003}}) {
+        BOOST_TEST_CONTEXT(dtype_name(dt) << " n " << n) {
+          auto p = representable(dt, random_vector(n, 92));
+          std::vector<double> m(n, 0.0), v(n, 0.0);
+          DevTensor dp(be, dt, p), dm(be, dt, m), dv(be, dt, v), dg(be, dt, n);
+          mics::device::AdamWParams hp;
+          hp.lr = 0.01; hp.weight_decay = 0.1; hp.grad_scale = 0.5;
+          for (int step = 1; step <= 2; ++step) {
+            auto g = representable(dt, random_vector(n, 300 + static_cast<std::uint64_t>(step)));
+            dg.upload(g);
+            hp.step = step;
+            be.adamw_zero_grad(dt, dp.get(), dm.get(), dv.get(), dt, dg.get(), static_cast<std::int64_t>(n), hp);
+            for (std::size_t i = 0; i < n; ++i) {
+              const double gi = g[i] * hp.grad_scale;
+              m[i] = hp.beta1 * m[i] + (1 - hp.beta1) * gi;
+              v[i] = hp.beta2 * v[i] + (1 - hp.beta2) * gi * gi;
+              const double mh = m[i] / (1 - std::pow(hp.beta1, step));
+              const double vh = v[i] / (1 - std::pow(hp.beta2, step));
+              p[i] = p[i] - hp.lr * hp.weight_decay * p[i] - hp.lr * mh / (std::sqrt(vh) + hp.eps);
+            }
+            BOOST_TEST(dg.download() == std::vector<double>(n, 0.0));
           }
           MICS_CHECK_CLOSE(dp.download(), p, dt == DType::f64 ? 1e-12 : 1e-5);
           MICS_CHECK_CLOSE(dm.download(), m, dt == DType::f64 ? 1e-12 : 1e-5);

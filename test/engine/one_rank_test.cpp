@@ -17,12 +17,12 @@ struct OneRankRun {
   double busy = 0, waited = 0;  // the groups' counters
 };
 
-OneRankRun run_alone(engine::Strategy strategy, int steps) {
+OneRankRun run_alone(engine::Strategy strategy, int steps, int global_batch = 4) {
   const model::ModelConfig mc = test::tiny_model();
   engine::TrainConfig tc;
   tc.strategy = strategy;
   tc.micro_batch = 2;
-  tc.global_batch = 4;  // two micro-steps: the accumulation path too
+  tc.global_batch = global_batch;  // 4: two micro-steps, the accumulation path too
   tc.steps = steps;
   tc.seed = 7;
   tc.ranks_per_node = 1;
@@ -65,6 +65,23 @@ BOOST_AUTO_TEST_CASE(one_rank_steps_communicate_nothing_under_every_strategy) {
       // Two clock reads per complete request; a generous bound for a loaded machine.
       BOOST_CHECK_LT(r.exposed, 1e-3 * steps);
       // One process, one set of states: every strategy is the same computation.
+      BOOST_CHECK(r.losses == ref.losses);
+    }
+  }
+}
+
+// With one micro-step per step the engine has nothing to wait for at all: the parameters
+// are read in place from the master shard and the gradient goes straight into the
+// accumulator, so no request is even made and the step books exactly zero.
+BOOST_AUTO_TEST_CASE(one_rank_single_micro_step_books_no_communication_time) {
+  const int steps = 3;
+  const OneRankRun ref = run_alone(engine::Strategy::ddp, steps, 2);
+  for (auto s : {engine::Strategy::ddp, engine::Strategy::zero2, engine::Strategy::zero3,
+                 engine::Strategy::mics}) {
+    BOOST_TEST_CONTEXT("strategy " << engine::to_string(s)) {
+      const OneRankRun r = run_alone(s, steps, 2);
+      BOOST_CHECK_EQUAL(r.exposed, 0.0);
+      BOOST_CHECK_EQUAL(r.bytes, 0u);
       BOOST_CHECK(r.losses == ref.losses);
     }
   }

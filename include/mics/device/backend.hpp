@@ -175,6 +175,22 @@ public:
   // dbias[C] adds into it the column sums of dout[N,C].
   virtual void bias_backward(DType dt, void* dbias, const void* dout, std::int64_t N,
                              std::int64_t C) = 0;
+  // A linear layer's forward: out[N,OC] writes inp[N,IC] weight[OC,IC]^T + bias[OC], plus
+  // residual[N,OC] when residual is not null (it must not alias out). The default is the
+  // GEMM and add_bias (after copying the residual into out); a backend may instead write
+  // bias (+ residual) into out and let the GEMM add into it, one pass over out fewer.
+  virtual void linear_forward(DType dt, void* out, const void* inp, const void* weight,
+                              const void* bias, const void* residual, std::int64_t N,
+                              std::int64_t OC, std::int64_t IC) {
+    if (residual != nullptr) {
+      copy(out, residual, static_cast<std::size_t>(N * OC) * dtype_size(dt));
+      add_bias(dt, out, bias, N, OC);
+      gemm(dt, false, true, N, OC, IC, 1.0, inp, IC, weight, IC, 1.0, out, OC);
+    } else {
+      gemm(dt, false, true, N, OC, IC, 1.0, inp, IC, weight, IC, 0.0, out, OC);
+      add_bias(dt, out, bias, N, OC);
+    }
+  }
 
   // --- transformer kernels ----------------------------------------------------------------
   // Embedding. tokens: int32 [B*T] device, each in [0, V) (unchecked here: the model
@@ -210,6 +226,14 @@ public:
   // dinp writes dout * gelu'(inp); may alias dout.
   virtual void gelu_backward(DType dt, void* dinp, const void* inp, const void* dout,
                              std::int64_t n) = 0;
+  // gelu_backward over [N,C] (dinp may alias dout), and dbias[C] adds into it the column
+  // sums of the resulting dinp (the bias gradient of the layer before the GELU). The
+  // default is the two calls; a backend may do both in one pass.
+  virtual void gelu_backward_bias(DType dt, void* dinp, void* dbias, const void* inp,
+                                  const void* dout, std::int64_t N, std::int64_t C) {
+    gelu_backward(dt, dinp, inp, dout, N * C);
+    bias_backward(dt, dbias, dinp, N, C);
+  }
 
   // Scaled dot-product attention per (batch, head): softmax(q k^T / sqrt(HS) [+ causal
   // mask]) v. qkv [B,T,3C] (see AttentionShape), out [B,T,C] writes.
@@ -239,12 +263,37 @@ public:
                                       const std::int32_t* targets, std::int64_t N,
                                       std::int64_t V, std::int64_t ld,
                                       double grad_scale) = 0;
+  // The same pair with a stat-type buffer lse[N] that the caller keeps from forward to
+  // backward, so that a backend may save each row's log-sum-exp in the forward pass and
+  // form the gradient in one pass over the logits (no second search for the maximum and
+  // sum of exponentials). The defaults neither write nor read lse; a backend overrides
+  // both or neither.
+  virtual void cross_entropy_forward_lse(DType dt, void* losses, void* lse, const void* logits,
+                                         const std::int32_t* targets, std::int64_t N,
+                                         std::int64_t V, std::int64_t ld) {
+    (void)lse;
+    cross_entropy_forward(dt, losses, logits, targets, N, V, ld);
+  }
+  virtual void cross_entropy_backward_lse(DType dt, void* dlogits, const void* logits,
+                                          const void* lse, const std::int32_t* targets,
+                                          std::int64_t N, std::int64_t V, std::int64_t ld,
+                                          double grad_scale) {
+    (void)lse;
+    cross_entropy_backward(dt, dlogits, logits, targets, N, V, ld, grad_scale);
+  }
 
   // --- optimizer ---------------------------------------------------------------------------
   // AdamW on a shard range of n elements (see AdamWParams). dt is f32 (or f64 in tests):
   // param, m, v are of type dt; grad is of type grad_dt (f32/f64, or bf16).
   virtual void adamw(DType dt, void* param, void* m, void* v, DType grad_dt,
                      const void* grad, std::int64_t n, const AdamWParams& p) = 0;
+  // adamw, then grad[0,n) = 0: the engine's gradient accumulator is ready for the next
+  // step. The default is the two calls; a backend may zero in the same pass.
+  virtual void adamw_zero_grad(DType dt, void* param, void* m, void* v, DType grad_dt,
+                               void* grad, std::int64_t n, const AdamWParams& p) {
+    adamw(dt, param, m, v, grad_dt, grad, n, p);
+    fill(grad_dt, grad, n, 0.0);
+  }
 };
 
 // A device allocation owned by one Buffer (RAII; move-only). Destroy it before its

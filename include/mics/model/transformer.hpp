@@ -95,6 +95,7 @@ private:
   struct Layer;
   void* act(std::size_t elements, device::DType t);
   const void* layer_input(int layer) const;
+  void* saved_lse() const;  // [N] stat: the cross-entropy's row log-sum-exps
   void check_layer(int layer) const;
 
   ModelConfig cfg_;

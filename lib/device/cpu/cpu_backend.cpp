@@ -18,6 +18,7 @@
 #include "mics/core/error.hpp"
 #include "mics/device/backend.hpp"
 #include "streaming_kernels.hpp"
+#include "vector_clones.hpp"
 
 namespace mics::device {
 namespace {
@@ -88,6 +89,147 @@ inline double exp_vec(double x) { return std::exp(x); }
 // tanh(u) = 1 - 2/(exp(2u) + 1): absolute error ~1e-7 in float, which is what GELU needs.
 inline float tanh_vec(float u) { return 1.0f - 2.0f / (exp_vec(2.0f * u) + 1.0f); }
 inline double tanh_vec(double u) { return std::tanh(u); }
+
+// GELU (tanh approximation) and its derivative, one expression each for every caller.
+template <class T>
+inline T gelu_value(T v) {
+  const T k = static_cast<T>(0.79788456080286535588), c3 = static_cast<T>(0.044715);  // sqrt(2/pi)
+  return static_cast<T>(0.5) * v * (T(1) + tanh_vec(k * (v + c3 * v * v * v)));
+}
+template <class T>
+inline T gelu_slope(T v) {
+  const T k = static_cast<T>(0.79788456080286535588), c3 = static_cast<T>(0.044715);
+  const T half = static_cast<T>(0.5), one = 1, three = 3;
+  const T th = tanh_vec(k * (v + c3 * v * v * v));
+  const T sech2 = one - th * th;
+  return half * (one + th) + half * v * sech2 * k * (one + three * c3 * v * v);
+}
+
+// The row loops of the memory-bound kernels, as functions so that each gets an AVX2
+// clone (vector_clones.hpp). Outputs may alias inputs where backend.hpp allows it (the
+// loops are elementwise), hence no __restrict there.
+template <class T>
+MICS_VECTOR_CLONES void gelu_forward_range(T* o, const T* x, std::int64_t lo, std::int64_t hi) {
+#pragma omp simd
+  for (std::int64_t i = lo; i < hi; ++i) o[i] = gelu_value(x[i]);
+}
+template <class T>
+MICS_VECTOR_CLONES void gelu_backward_range(T* dx, const T* x, const T* dy, std::int64_t lo, std::int64_t hi) {
+#pragma omp simd
+  for (std::int64_t i = lo; i < hi; ++i) dx[i] = gelu_slope(x[i]) * dy[i];
+}
+// Columns [c0, c1) of [N,C] through all rows: dx = gelu'(x) dy, acc[c] += dx (f64, row order).
+template <class T>
+MICS_VECTOR_CLONES void gelu_backward_columns(T* dx, double* acc, const T* x, const T* dy, std::int64_t N,
+                                              std::int64_t C, std::int64_t c0, std::int64_t c1) {
+  for (std::int64_t r = 0; r < N; ++r) {
+    const std::int64_t o = r * C;
+#pragma omp simd
+    for (std::int64_t c = c0; c < c1; ++c) {
+      const T g = gelu_slope(x[o + c]) * dy[o + c];
+      dx[o + c] = g;
+      acc[c - c0] += static_cast<double>(g);
+    }
+  }
+}
+template <class T>
+MICS_VECTOR_CLONES T row_max(const T* row, std::int64_t n) {
+  T mx = row[0];
+#pragma omp simd reduction(max : mx)
+  for (std::int64_t j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+  return mx;
+}
+template <class T>
+MICS_VECTOR_CLONES T row_sum_exp(const T* row, std::int64_t n, T shift) {
+  T z = 0;
+#pragma omp simd reduction(+ : z)
+  for (std::int64_t j = 0; j < n; ++j) z += exp_vec(row[j] - shift);
+  return z;
+}
+// out[j] = exp(row[j] - shift) * scale; out may alias row.
+template <class T>
+MICS_VECTOR_CLONES void row_exp_scaled(T* out, const T* row, std::int64_t n, T shift, T scale) {
+#pragma omp simd
+  for (std::int64_t j = 0; j < n; ++j) out[j] = exp_vec(row[j] - shift) * scale;
+}
+// row[j] = exp(row[j] - shift) in place; returns their sum.
+template <class T>
+MICS_VECTOR_CLONES T row_exp_inplace(T* row, std::int64_t n, T shift) {
+  T z = 0;
+#pragma omp simd reduction(+ : z)
+  for (std::int64_t j = 0; j < n; ++j) {
+    row[j] = exp_vec(row[j] - shift);
+    z += row[j];
+  }
+  return z;
+}
+// One LayerNorm row: statistics in f64, written out in T.
+template <class T>
+MICS_VECTOR_CLONES void layernorm_row(T* __restrict o, T* mean, T* rstd, const T* __restrict x,
+                                      const T* __restrict w, const T* __restrict b, std::int64_t C, double eps) {
+  double m = 0.0;
+#pragma omp simd reduction(+ : m)
+  for (std::int64_t c = 0; c < C; ++c) m += static_cast<double>(x[c]);
+  m /= static_cast<double>(C);
+  double v = 0.0;
+#pragma omp simd reduction(+ : v)
+  for (std::int64_t c = 0; c < C; ++c) {
+    const double d = static_cast<double>(x[c]) - m;
+    v += d * d;
+  }
+  v /= static_cast<double>(C);
+  const T mt = static_cast<T>(m), st = static_cast<T>(1.0 / std::sqrt(v + eps));
+#pragma omp simd
+  for (std::int64_t c = 0; c < C; ++c) o[c] = (x[c] - mt) * st * w[c] + b[c];
+  *mean = mt;
+  *rstd = st;
+}
+// One LayerNorm row's input gradient, added into dx.
+template <class T>
+MICS_VECTOR_CLONES void layernorm_backward_row(T* __restrict dx, const T* __restrict dy, const T* __restrict x,
+                                               const T* __restrict w, T m, T s, std::int64_t C) {
+  double dn_mean = 0.0, dn_norm_mean = 0.0;
+#pragma omp simd reduction(+ : dn_mean, dn_norm_mean)
+  for (std::int64_t c = 0; c < C; ++c) {
+    const T norm = (x[c] - m) * s;
+    const T dn = dy[c] * w[c];
+    dn_mean += static_cast<double>(dn);
+    dn_norm_mean += static_cast<double>(dn * norm);
+  }
+  const T a = static_cast<T>(dn_mean / static_cast<double>(C));
+  const T bb = static_cast<T>(dn_norm_mean / static_cast<double>(C));
+#pragma omp simd
+  for (std::int64_t c = 0; c < C; ++c) {
+    const T norm = (x[c] - m) * s;
+    dx[c] += (dy[c] * w[c] - a - norm * bb) * s;
+  }
+}
+// Columns [c0, c1) of LayerNorm's weight and bias gradients over all rows (f64, row order).
+template <class T>
+MICS_VECTOR_CLONES void layernorm_param_columns(double* __restrict aw, double* __restrict ab, const T* dy, const T* x,
+                                                const T* mu, const T* rs, std::int64_t N, std::int64_t C,
+                                                std::int64_t c0, std::int64_t c1) {
+  for (std::int64_t r = 0; r < N; ++r) {
+    const T* xr = x + r * C;
+    const T* dyr = dy + r * C;
+    const T m = mu[r], s = rs[r];
+#pragma omp simd
+    for (std::int64_t c = c0; c < c1; ++c) {
+      aw[c - c0] += static_cast<double>(dyr[c] * ((xr[c] - m) * s));
+      ab[c - c0] += static_cast<double>(dyr[c]);
+    }
+  }
+}
+// Column sums of [N,C] over columns [c0, c1), added to acc (f64, row order).
+template <class T>
+MICS_VECTOR_CLONES void column_sums(double* __restrict acc, const T* d, std::int64_t N, std::int64_t C,
+                                    std::int64_t c0, std::int64_t c1) {
+  for (std::int64_t r = 0; r < N; ++r) {
+    const T* row = d + r * C;
+#pragma omp simd
+    for (std::int64_t c = c0; c < c1; ++c) acc[c - c0] += static_cast<double>(row[c]);
+  }
+}
 
 class CpuStream final : public Stream {
 public:
@@ -349,15 +491,60 @@ public:
       const T* d = static_cast<const T*>(dout);
       column_reduce<T>(N, C, [&](std::int64_t c0, std::int64_t c1) {
         std::vector<double> acc(static_cast<std::size_t>(c1 - c0), 0.0);
-        for (std::int64_t r = 0; r < N; ++r) {
-          const T* row = d + r * C;
-          for (std::int64_t c = c0; c < c1; ++c)
-            acc[static_cast<std::size_t>(c - c0)] += static_cast<double>(row[c]);
-        }
+        column_sums(acc.data(), d, N, C, c0, c1);
         for (std::int64_t c = c0; c < c1; ++c)
           db[c] += static_cast<T>(acc[static_cast<std::size_t>(c - c0)]);
       });
     });
+  }
+
+  // Each thread writes bias (+ residual) into its own block of out and runs its GEMM over
+  // the same block with beta = 1: out is written once and read-modified once by the GEMM,
+  // where GEMM-then-add_bias had BLAS zero it, write it and read-modify it once more. The
+  // blocks are gemm's: rows, or columns when OC is the larger side.
+  void linear_forward(DType dt, void* out, const void* inp, const void* weight, const void* bias,
+                      const void* residual, std::int64_t N, std::int64_t OC,
+                      std::int64_t IC) override {
+    dispatch("linear_forward", dt, [&](auto tag) {
+      using T = decltype(tag);
+      auto block = [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+        T* o = static_cast<T*>(out);
+        const T* b = static_cast<const T*>(bias);
+        const T* res = static_cast<const T*>(residual);
+        for (std::int64_t r = r0; r < r1; ++r) {
+          T* row = o + r * OC;
+          if (res != nullptr) {
+            const T* rr = res + r * OC;
+#pragma omp simd
+            for (std::int64_t c = c0; c < c1; ++c) row[c] = rr[c] + b[c];
+          } else {
+#pragma omp simd
+            for (std::int64_t c = c0; c < c1; ++c) row[c] = b[c];
+          }
+        }
+        gemm_serial(dt, false, true, r1 - r0, c1 - c0, IC, 1.0, offset(inp, dt, r0 * IC), IC,
+                    offset(weight, dt, c0 * IC), IC, 1.0, offset(out, dt, r0 * OC + c0), OC);
+      };
+      const double flops = 2.0 * static_cast<double>(N) * static_cast<double>(OC) * static_cast<double>(IC);
+      if (threads_ == 1 || omp_in_parallel() || flops < 4e6) {
+        block(0, N, 0, OC);
+      } else if (N >= OC) {
+        parallel_rows(N, [&](std::int64_t lo, std::int64_t hi) { block(lo, hi, 0, OC); });
+      } else {
+        parallel_rows(OC, [&](std::int64_t lo, std::int64_t hi) { block(0, N, lo, hi); });
+      }
+    });
+  }
+  // body(lo, hi) over blocks of [0, N), one per thread, multiples of 16.
+  template <class Body>
+  void parallel_rows(std::int64_t N, Body&& body) {
+    const std::int64_t parts = std::min<std::int64_t>(threads_, (N + 15) / 16);
+    const std::int64_t step = ((N + parts - 1) / parts + 15) / 16 * 16;
+#pragma omp parallel for num_threads(threads_) schedule(static, 1)
+    for (std::int64_t q = 0; q < parts; ++q) {
+      const std::int64_t lo = q * step, hi = std::min(N, lo + step);
+      if (lo < hi) body(lo, hi);
+    }
   }
 
   // --- embedding ----------------------------------------------------------------------------
@@ -419,24 +606,7 @@ public:
       const T* w = static_cast<const T*>(weight);
       const T* b = static_cast<const T*>(bias);
 #pragma omp parallel for num_threads(threads_) schedule(static) if (N * C > 16384)
-      for (std::int64_t r = 0; r < N; ++r) {
-        const T* xr = x + r * C;
-        double m = 0.0;
-        for (std::int64_t c = 0; c < C; ++c) m += static_cast<double>(xr[c]);
-        m /= static_cast<double>(C);
-        double v = 0.0;
-        for (std::int64_t c = 0; c < C; ++c) {
-          const double dx = static_cast<double>(xr[c]) - m;
-          v += dx * dx;
-        }
-        v /= static_cast<double>(C);
-        const double s = 1.0 / std::sqrt(v + eps);
-        const T mt = static_cast<T>(m), st = static_cast<T>(s);
-        T* orow = o + r * C;
-        for (std::int64_t c = 0; c < C; ++c) orow[c] = (xr[c] - mt) * st * w[c] + b[c];
-        mu[r] = mt;
-        rs[r] = st;
-      }
+      for (std::int64_t r = 0; r < N; ++r) layernorm_row(o + r * C, mu + r, rs + r, x + r * C, w, b, C, eps);
     });
   }
   void layernorm_backward(DType dt, void* dinp, void* dweight, void* dbias, const void* dout,
@@ -453,39 +623,12 @@ public:
       const T* mu = static_cast<const T*>(mean);
       const T* rs = static_cast<const T*>(rstd);
 #pragma omp parallel for num_threads(threads_) schedule(static) if (N * C > 16384)
-      for (std::int64_t r = 0; r < N; ++r) {
-        const T* xr = x + r * C;
-        const T* dyr = dy + r * C;
-        const T m = mu[r], s = rs[r];
-        double dn_mean = 0.0, dn_norm_mean = 0.0;
-        for (std::int64_t c = 0; c < C; ++c) {
-          const T norm = (xr[c] - m) * s;
-          const T dn = dyr[c] * w[c];
-          dn_mean += static_cast<double>(dn);
-          dn_norm_mean += static_cast<double>(dn * norm);
-        }
-        const T a = static_cast<T>(dn_mean / static_cast<double>(C));
-        const T bb = static_cast<T>(dn_norm_mean / static_cast<double>(C));
-        T* dxr = dx + r * C;
-        for (std::int64_t c = 0; c < C; ++c) {
-          const T norm = (xr[c] - m) * s;
-          const T dn = dyr[c] * w[c];
-          dxr[c] += (dn - a - norm * bb) * s;
-        }
-      }
+      for (std::int64_t r = 0; r < N; ++r)
+        layernorm_backward_row(dx + r * C, dy + r * C, x + r * C, w, mu[r], rs[r], C);
       column_reduce<T>(N, C, [&](std::int64_t c0, std::int64_t c1) {
         const std::size_t w_ = static_cast<std::size_t>(c1 - c0);
         std::vector<double> aw(w_, 0.0), ab(w_, 0.0);
-        for (std::int64_t r = 0; r < N; ++r) {
-          const T* xr = x + r * C;
-          const T* dyr = dy + r * C;
-          const T m = mu[r], s = rs[r];
-          for (std::int64_t c = c0; c < c1; ++c) {
-            const T norm = (xr[c] - m) * s;
-            aw[static_cast<std::size_t>(c - c0)] += static_cast<double>(dyr[c] * norm);
-            ab[static_cast<std::size_t>(c - c0)] += static_cast<double>(dyr[c]);
-          }
-        }
+        layernorm_param_columns(aw.data(), ab.data(), dy, x, mu, rs, N, C, c0, c1);
         for (std::int64_t c = c0; c < c1; ++c) {
           dw[c] += static_cast<T>(aw[static_cast<std::size_t>(c - c0)]);
           db[c] += static_cast<T>(ab[static_cast<std::size_t>(c - c0)]);
@@ -500,13 +643,7 @@ public:
       using T = decltype(tag);
       T* o = static_cast<T*>(out);
       const T* x = static_cast<const T*>(inp);
-      const T k = static_cast<T>(std::sqrt(2.0 / M_PI));
-      const T c3 = static_cast<T>(0.044715), half = static_cast<T>(0.5), one = 1;
-#pragma omp parallel for simd num_threads(threads_) schedule(static) if (n > 16384)
-      for (std::int64_t i = 0; i < n; ++i) {
-        const T v = x[i];
-        o[i] = half * v * (one + tanh_vec(k * (v + c3 * v * v * v)));
-      }
+      elementwise(n, [&](std::int64_t lo, std::int64_t hi) { gelu_forward_range(o, x, lo, hi); });
     });
   }
   void gelu_backward(DType dt, void* dinp, const void* inp, const void* dout,
@@ -516,18 +653,36 @@ public:
       T* dx = static_cast<T*>(dinp);
       const T* x = static_cast<const T*>(inp);
       const T* dy = static_cast<const T*>(dout);
-      const T k = static_cast<T>(std::sqrt(2.0 / M_PI));
-      const T c3 = static_cast<T>(0.044715), half = static_cast<T>(0.5), one = 1, three = 3;
-#pragma omp parallel for simd num_threads(threads_) schedule(static) if (n > 16384)
-      for (std::int64_t i = 0; i < n; ++i) {
-        const T v = x[i];
-        const T u = k * (v + c3 * v * v * v);
-        const T th = tanh_vec(u);
-        const T sech2 = one - th * th;
-        const T grad = half * (one + th) + half * v * sech2 * k * (one + three * c3 * v * v);
-        dx[i] = grad * dy[i];
-      }
+      elementwise(n, [&](std::int64_t lo, std::int64_t hi) { gelu_backward_range(dx, x, dy, lo, hi); });
     });
+  }
+
+  // The GELU gradient and the bias gradient's column sums in one pass over [N,C]: each
+  // thread takes a range of columns through all rows, so every column is summed in row
+  // order (the bits of bias_backward after gelu_backward).
+  void gelu_backward_bias(DType dt, void* dinp, void* dbias, const void* inp, const void* dout,
+                          std::int64_t N, std::int64_t C) override {
+    dispatch("gelu_backward_bias", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* dx = static_cast<T*>(dinp);
+      T* db = static_cast<T*>(dbias);
+      const T* x = static_cast<const T*>(inp);
+      const T* dy = static_cast<const T*>(dout);
+      column_reduce<T>(N, C, [&](std::int64_t c0, std::int64_t c1) {
+        std::vector<double> acc(static_cast<std::size_t>(c1 - c0), 0.0);
+        gelu_backward_columns(dx, acc.data(), x, dy, N, C, c0, c1);
+        for (std::int64_t c = c0; c < c1; ++c) db[c] += static_cast<T>(acc[static_cast<std::size_t>(c - c0)]);
+      });
+    });
+  }
+  // body(lo, hi) over [0, n) in one contiguous range per thread (multiples of 16).
+  template <class Body>
+  void elementwise(std::int64_t n, Body&& body) {
+    if (threads_ == 1 || n <= 16384 || omp_in_parallel()) {
+      body(std::int64_t{0}, n);
+      return;
+    }
+    parallel_rows(n, body);
   }
 
   // --- attention ------------------------------------------------------------------------------
@@ -578,19 +733,9 @@ public:
     for (std::int64_t i = 0; i < rows; ++i) {
       T* row = P + i * width;
       const std::int64_t n = causal_row0 >= 0 ? std::min(width, causal_row0 + i + 1) : width;
-      if (known == nullptr) {
-        T mx = row[0];
-#pragma omp simd reduction(max : mx)
-        for (std::int64_t j = 1; j < n; ++j) mx = std::max(mx, row[j]);
-        found[i] = static_cast<float>(mx);
-      }
+      if (known == nullptr) found[i] = static_cast<float>(row_max(row, n));
       const T m = static_cast<T>(known != nullptr ? known[i] : found[i]);
-      T z = 0;
-#pragma omp simd reduction(+ : z)
-      for (std::int64_t j = 0; j < n; ++j) {
-        row[j] = exp_vec(row[j] - m);
-        z += row[j];
-      }
+      const T z = row_exp_inplace(row, n, m);
       const T inv = T(1) / z;
       for (std::int64_t j = 0; j < n; ++j) row[j] *= inv;
       for (std::int64_t j = n; j < width; ++j) row[j] = 0;
@@ -662,12 +807,8 @@ public:
           continue;
         }
         const T* row = x + r * ld;
-        T mx = row[0];
-#pragma omp simd reduction(max : mx)
-        for (std::int64_t j = 1; j < V; ++j) mx = std::max(mx, row[j]);
-        T z = 0;
-#pragma omp simd reduction(+ : z)
-        for (std::int64_t j = 0; j < V; ++j) z += exp_vec(row[j] - mx);
+        const T mx = row_max(row, V);
+        const T z = row_sum_exp(row, V, mx);
         out[r] = static_cast<T>(std::log(static_cast<double>(z)) + static_cast<double>(mx) -
                                 static_cast<double>(row[targets[r]]));
       }
@@ -688,17 +829,63 @@ public:
           continue;
         }
         const T* row = x + r * ld;
-        T mx = row[0];
-#pragma omp simd reduction(max : mx)
-        for (std::int64_t j = 1; j < V; ++j) mx = std::max(mx, row[j]);
-        T z = 0;
-#pragma omp simd reduction(+ : z)
-        for (std::int64_t j = 0; j < V; ++j) z += exp_vec(row[j] - mx);
+        const T mx = row_max(row, V);
+        const T z = row_sum_exp(row, V, mx);
         const T inv = static_cast<T>(grad_scale / static_cast<double>(z)), sc = static_cast<T>(grad_scale);
         const std::int64_t t = targets[r];
-#pragma omp simd
-        for (std::int64_t j = 0; j < V; ++j) drow[j] = exp_vec(row[j] - mx) * inv;
+        row_exp_scaled(drow, row, V, mx, inv);
         drow[t] -= sc;
+      }
+    });
+  }
+
+  // Forward as cross_entropy_forward, also saving each counted row's log-sum-exp, so that
+  // the backward pass is one pass over the logits with one exp per element (instead of a
+  // search for the maximum, a sum of exponentials and the exponentials again).
+  void cross_entropy_forward_lse(DType dt, void* losses, void* lse, const void* logits,
+                                 const std::int32_t* targets, std::int64_t N, std::int64_t V,
+                                 std::int64_t ld) override {
+    dispatch("cross_entropy_forward_lse", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* out = static_cast<T*>(losses);
+      T* ls = static_cast<T*>(lse);
+      const T* x = static_cast<const T*>(logits);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (N * V > 16384)
+      for (std::int64_t r = 0; r < N; ++r) {
+        if (targets[r] < 0) {
+          out[r] = 0;
+          ls[r] = 0;
+          continue;
+        }
+        const T* row = x + r * ld;
+        const T mx = row_max(row, V);
+        const T z = row_sum_exp(row, V, mx);
+        const double l = std::log(static_cast<double>(z)) + static_cast<double>(mx);
+        out[r] = static_cast<T>(l - static_cast<double>(row[targets[r]]));
+        ls[r] = static_cast<T>(l);
+      }
+    });
+  }
+  void cross_entropy_backward_lse(DType dt, void* dlogits, const void* logits, const void* lse,
+                                  const std::int32_t* targets, std::int64_t N, std::int64_t V,
+                                  std::int64_t ld, double grad_scale) override {
+    dispatch("cross_entropy_backward_lse", dt, [&](auto tag) {
+      using T = decltype(tag);
+      T* d = static_cast<T*>(dlogits);
+      const T* x = static_cast<const T*>(logits);
+      const T* ls = static_cast<const T*>(lse);
+      const T sc = static_cast<T>(grad_scale);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (N * V > 16384)
+      for (std::int64_t r = 0; r < N; ++r) {
+        T* drow = d + r * ld;
+        if (targets[r] < 0) {
+          for (std::int64_t j = 0; j < V; ++j) drow[j] = 0;
+          continue;
+        }
+        const T* row = x + r * ld;
+        const T l = ls[r];
+        row_exp_scaled(drow, row, V, l, sc);
+        drow[targets[r]] -= sc;
       }
     });
   }
@@ -707,6 +894,10 @@ public:
   void adamw(DType dt, void* param, void* m, void* v, DType grad_dt, const void* grad,
              std::int64_t n, const AdamWParams& hp) override {
     cpu::adamw(dt, param, m, v, grad_dt, grad, n, hp, threads_);
+  }
+  void adamw_zero_grad(DType dt, void* param, void* m, void* v, DType grad_dt, void* grad,
+                       std::int64_t n, const AdamWParams& hp) override {
+    cpu::adamw_zero_grad(dt, param, m, v, grad_dt, grad, n, hp, threads_);
   }
 
 private:

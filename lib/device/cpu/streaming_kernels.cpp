@@ -1,4 +1,5 @@
 #include "streaming_kernels.hpp"
+#include "vector_clones.hpp"
 
 #include <omp.h>
 
@@ -18,17 +19,6 @@ constexpr std::int64_t kParallelElements = 32768;
 // Elements per block of a reduction; each block is summed in 8 interleaved partials.
 constexpr std::int64_t kReduceBlock = 4096;
 constexpr int kLanes = 8;
-
-// The loops below are compiled twice on x86-64, for the baseline ISA and for AVX2, and the
-// loader picks one for the CPU it runs on: twice the vector width for the sqrt and divide
-// of AdamW and for the f32 -> f64 widening of the sums. Neither clone may contract into
-// FMA (AVX2 does not imply it), so both give the same bits and replicas on different
-// CPUs stay identical.
-#if defined(__x86_64__) && defined(__GNUC__)
-#define MICS_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define MICS_VECTOR_CLONES
-#endif
 
 [[noreturn]] void unsupported(const char* what, DType dt) {
   throw Error(std::string("cpu backend: ") + what + " does not support dtype " + dtype_name(dt));
@@ -108,6 +98,24 @@ MICS_VECTOR_CLONES void adamw_range(T* __restrict p, T* __restrict m, T* __restr
   }
 }
 
+// adamw_range, and each gradient element zeroed right after it is read (the engine's
+// accumulator, ready for the next step without a pass of its own).
+template <class T, class G>
+MICS_VECTOR_CLONES void adamw_zero_range(T* __restrict p, T* __restrict m, T* __restrict v, G* __restrict g,
+                                         std::int64_t lo, std::int64_t hi, const AdamWCoef<T> c) {
+#pragma omp simd
+  for (std::int64_t i = lo; i < hi; ++i) {
+    const T gi = static_cast<T>(widen(g[i])) * c.gs;
+    g[i] = G{};
+    const T mi = c.b1 * m[i] + c.ob1 * gi;
+    const T vi = c.b2 * v[i] + c.ob2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    const T mh = mi * c.ibc1, vh = vi * c.ibc2;
+    p[i] = p[i] - c.decay * p[i] - c.lr * mh / (std::sqrt(vh) + c.eps);
+  }
+}
+
 template <class D, class S>
 MICS_VECTOR_CLONES void accumulate_range(D* __restrict d, const S* __restrict s, std::int64_t lo, std::int64_t hi, double alpha) {
 #pragma omp simd
@@ -158,6 +166,21 @@ void adamw(DType dt, void* param, void* m, void* v, DType grad_dt, const void* g
       split(n, threads, [&](std::int64_t lo, std::int64_t hi) {
         adamw_range(static_cast<T*>(param), static_cast<T*>(m), static_cast<T*>(v), static_cast<const G*>(grad), lo,
                     hi, c);
+      });
+    });
+  });
+}
+
+void adamw_zero_grad(DType dt, void* param, void* m, void* v, DType grad_dt, void* grad, std::int64_t n,
+                     const AdamWParams& hp, int threads) {
+  with_state("adamw", dt, [&](auto t) {
+    using T = decltype(t);
+    const AdamWCoef<T> c = adamw_coef<T>(hp);
+    with_storage("adamw (gradient)", grad_dt, [&](auto gt) {
+      using G = decltype(gt);
+      split(n, threads, [&](std::int64_t lo, std::int64_t hi) {
+        adamw_zero_range(static_cast<T*>(param), static_cast<T*>(m), static_cast<T*>(v), static_cast<G*>(grad),
+                         lo, hi, c);
       });
     });
   });

@@ -14,6 +14,9 @@ namespace mics::device::cpu {
 // param, m, v of type dt (f32 or f64); grad of type grad_dt (f32, f64 or bf16).
 void adamw(DType dt, void* param, void* m, void* v, DType grad_dt, const void* grad, std::int64_t n,
            const AdamWParams& hp, int threads);
+// adamw, then grad[0,n) = 0, in the same pass.
+void adamw_zero_grad(DType dt, void* param, void* m, void* v, DType grad_dt, void* grad, std::int64_t n,
+                     const AdamWParams& hp, int threads);
 // dst += alpha * src, formed in f64 and rounded once to dst's type (f32 or f64).
 void accumulate(DType dst_dt, void* dst, DType src_dt, const void* src, std::int64_t n, double alpha,
                 int threads);
