@@ -24,8 +24,10 @@
 # Needs root (network namespaces), iproute2, Open MPI and a CPU build of mics.
 #
 # Environment: RATE (1gbit), STEPS (8), WARMUP (3), REPEAT (3), GLOBAL_BATCH (8),
-# MICRO_BATCH (1), THREADS (1), PAIRS ("ddp zero3 mics2"), LABEL (quiet; names the load
-# condition in the outputs), OUT (validation/out/vs-pytorch-ranks), WRAP (empty).
+# MICRO_BATCH (1), THREADS (1), PAIRS ("ddp zero3 mics2"), BUSY (0: background busy
+# loops at nice 0 kept running through each round, the loaded condition), LABEL (quiet,
+# or busyN; names the condition in the outputs), OUT (validation/out/vs-pytorch-ranks),
+# WRAP (empty).
 # Outputs: OUT/LABEL-runs.csv (every run), OUT/LABEL-summary.csv, and a markdown table
 # on stdout (also in OUT/LABEL-table.md).
 set -euo pipefail
@@ -45,9 +47,10 @@ train=$build/bin/mics-train
 
 RATE=${RATE:-1gbit} STEPS=${STEPS:-8} WARMUP=${WARMUP:-3} REPEAT=${REPEAT:-3}
 GLOBAL_BATCH=${GLOBAL_BATCH:-8} MICRO_BATCH=${MICRO_BATCH:-1} THREADS=${THREADS:-1}
-PAIRS=${PAIRS:-ddp zero3 mics2} LABEL=${LABEL:-quiet} WRAP=${WRAP:-}
+PAIRS=${PAIRS:-ddp zero3 mics2} BUSY=${BUSY:-0} WRAP=${WRAP:-}
+if [ "$BUSY" -gt 0 ]; then LABEL=${LABEL:-busy$BUSY}; else LABEL=${LABEL:-quiet}; fi
 OUT=${OUT:-$root/validation/out/vs-pytorch-ranks}
-export RATE STEPS WARMUP REPEAT GLOBAL_BATCH MICRO_BATCH THREADS PAIRS LABEL OUT
+export RATE STEPS WARMUP REPEAT GLOBAL_BATCH MICRO_BATCH THREADS PAIRS BUSY LABEL OUT
 [ "$WARMUP" -lt "$STEPS" ] || die "WARMUP ($WARMUP) must be below STEPS ($STEPS)"
 NODES=2 RPN=2
 shape=(--layers 4 --hidden 256 --heads 4 --seq 128 --vocab 256)
@@ -89,8 +92,7 @@ run_one() {
       $(mics_args "$pair") --ranks-per-node "$RPN" --threads "$THREADS" \
       --global-batch "$GLOBAL_BATCH" --micro-batch "$MICRO_BATCH" --steps "$STEPS" \
       --metrics "$base.csv" || die "mics $pair failed; see $base.log"
-    params=$(grep -oiE '[0-9,.]+ ?M? parameters|parameters[ :=]+[0-9,]+' "$base.log" |
-      head -n 1 | tr -cd '0-9')
+    params=$(sed -n 's/.* \([0-9]*\) parameters,.*/\1/p' "$base.log" | head -n 1)
   else
     emu "$base" "$venv/bin/python" "$root/validation/bench_vs_pytorch_ranks.py" \
       --layout "$(torch_layout "$pair")" "${shape[@]}" --threads "$THREADS" \
@@ -104,9 +106,28 @@ run_one() {
   echo "$me: round $round $pair $side: $steps ms (median,min,max,n), load $l0 -> $l1" >&2
 }
 
+# The background load of a loaded run: BUSY shell loops at nice 0, each wanting a whole
+# core, started with the round and ended (by their pids) with it.
+busy=()
+start_busy() {
+  local i
+  for ((i = 0; i < BUSY; i++)); do
+    nice -n 0 bash -c 'while :; do :; done' &
+    busy+=("$!")
+  done
+  trap stop_busy EXIT
+}
+# shellcheck disable=SC2317  # also reached through the trap
+stop_busy() {
+  local pid
+  for pid in "${busy[@]}"; do kill "$pid" 2>/dev/null || true; done
+  busy=()
+}
+
 # run_round ROUND: every pair once, in the order rotated by ROUND, sides alternating.
 run_round() {
   local round=$1 pairs i n pair first second
+  start_busy
   read -r -a pairs <<< "$PAIRS"
   n=${#pairs[@]}
   for ((i = 0; i < n; i++)); do
@@ -115,6 +136,7 @@ run_round() {
     run_one "$round" "$pair" "$first" 1
     run_one "$round" "$pair" "$second" 2
   done
+  stop_busy
 }
 
 if [ -n "$round" ]; then
@@ -128,7 +150,8 @@ echo "label,round,pair,side,order,load_start,load_end,parameters,median_ms,min_m
   > "$OUT/$LABEL-runs.csv"
 echo "$me: $NODES nodes x $RPN ranks, links shaped at $RATE (the limit between nodes)," \
   "global batch $GLOBAL_BATCH, micro-batch $MICRO_BATCH, $THREADS thread(s) per rank," \
-  "$STEPS steps ($WARMUP warm-up), $REPEAT rounds; load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  "$STEPS steps ($WARMUP warm-up), $REPEAT rounds, $BUSY busy loop(s);" \
+  "load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for ((r = 1; r <= REPEAT; r++)); do
   # shellcheck disable=SC2086  # WRAP is a command and its arguments
   $WRAP bash "$0" --round "$venv" "$r" "$build"
