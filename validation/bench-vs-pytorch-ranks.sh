@@ -103,7 +103,8 @@ run_one() {
   l1=$(load1)
   steps=$(python3 "$root/validation/bench_vs_pytorch_ranks_report.py" median "$base.csv" "$WARMUP")
   echo "$LABEL,$round,$pair,$side,$order,$l0,$l1,$params,$steps" >> "$OUT/$LABEL-runs.csv"
-  echo "$me: round $round $pair $side: $steps ms (median,min,max,n), load $l0 -> $l1" >&2
+  echo "$me: round $round $pair $side: $steps ms (median,min,max,n,exposed comm)," \
+    "load $l0 -> $l1" >&2
 }
 
 # The background load of a loaded run: BUSY shell loops at nice 0, each wanting a whole
@@ -146,7 +147,7 @@ fi
 [ "$(id -u)" -eq 0 ] || die "must run as root (scripts/emu-cluster.sh makes namespaces)"
 venv=$(bash "$root/validation/torch-venv.sh")
 mkdir -p "$OUT"
-echo "label,round,pair,side,order,load_start,load_end,parameters,median_ms,min_ms,max_ms,steps" \
+echo "label,round,pair,side,order,load_start,load_end,parameters,median_ms,min_ms,max_ms,steps,exposed_ms" \
   > "$OUT/$LABEL-runs.csv"
 echo "$me: $NODES nodes x $RPN ranks, links shaped at $RATE (the limit between nodes)," \
   "global batch $GLOBAL_BATCH, micro-batch $MICRO_BATCH, $THREADS thread(s) per rank," \

@@ -1,8 +1,9 @@
 """Figures of validation/bench-vs-pytorch-ranks.sh (standard library only: runs outside
 the PyTorch venv).
 
-  median STEPS.csv WARMUP     one run's step times after WARMUP steps: median,min,max,n
-                              (mics's --metrics column step_ms, or the worker's ms)
+  median STEPS.csv WARMUP     one run's step times after WARMUP steps: median,min,max,n,
+                              exposed (mics's --metrics columns step_ms and
+                              exposed_comm_ms, or the worker's ms and nothing)
   summary RUNS.csv OUT.csv RATE
                               per pair: the median over rounds of each side's run medians
                               [min-max], the ratio torch / mics of those medians and of
@@ -24,10 +25,14 @@ def run_median(path, warmup):
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     col = "step_ms" if rows and "step_ms" in rows[0] else "ms"
-    ms = [float(r[col]) for r in rows if int(r["step"]) > warmup]
-    if not ms:
+    timed = [r for r in rows if int(r["step"]) > warmup]
+    if not timed:
         raise SystemExit(f"{path}: no steps after the {warmup} warm-up steps")
-    print(f"{statistics.median(ms):.1f},{min(ms):.1f},{max(ms):.1f},{len(ms)}")
+    ms = [float(r[col]) for r in timed]
+    # mics also says how much of a step waited on communication; PyTorch does not.
+    exposed = (f"{statistics.median(float(r['exposed_comm_ms']) for r in timed):.1f}"
+               if "exposed_comm_ms" in timed[0] else "")
+    print(f"{statistics.median(ms):.1f},{min(ms):.1f},{max(ms):.1f},{len(ms)},{exposed}")
 
 
 def spread(values, fmt="{:.0f}"):
@@ -41,9 +46,9 @@ def summary(runs_path, out_path, rate):
     label = runs[0]["label"] if runs else "?"
     order = [p for p in PAIRS if any(r["pair"] == p for r in runs)]
     lines = [f"Links between the 2 nodes: {rate} (the limit); condition: {label}.", "",
-             "| pair | mics ms | torch ms | torch / mics (of medians) | per round | "
-             "load (1 min) | parameters mics / torch |",
-             "|---|---|---|---:|---|---|---|"]
+             "| pair | mics ms | mics exposed comm ms | torch ms | torch / mics (of medians) | "
+             "per round | load (1 min) | parameters mics / torch |",
+             "|---|---|---|---|---:|---|---|---|"]
     rows = []
     for pair in order:
         side = {s: [r for r in runs if r["pair"] == pair and r["side"] == s]
@@ -55,6 +60,7 @@ def summary(runs_path, out_path, rate):
         paired = [by_round["torch"][k] / by_round["mics"][k]
                   for k in by_round["mics"] if k in by_round["torch"]]
         ratio = statistics.median(med["torch"]) / statistics.median(med["mics"])
+        exposed = [float(r["exposed_ms"]) for r in side["mics"]]
         loads = [float(r[k]) for s in side for r in side[s] for k in ("load_start", "load_end")]
         params = {s: sorted({r["parameters"] for r in side[s]}) for s in side}
         same = "" if params["mics"] == params["torch"] else " (DIFFER)"
@@ -64,12 +70,13 @@ def summary(runs_path, out_path, rate):
             f"{min(loads):.1f}-{max(loads):.1f} | {'/'.join(params['mics'])} / "
             f"{'/'.join(params['torch'])}{same} |")
         rows.append([label, rate, pair, statistics.median(med["mics"]), min(med["mics"]),
-                     max(med["mics"]), statistics.median(med["torch"]), min(med["torch"]),
+                     max(med["mics"]), statistics.median(exposed), statistics.median(med["torch"]), min(med["torch"]),
                      max(med["torch"]), f"{ratio:.3f}", f"{min(paired):.3f}",
                      f"{max(paired):.3f}", min(loads), max(loads), len(paired)])
     with open(out_path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["label", "rate", "pair", "mics_ms", "mics_min", "mics_max", "torch_ms",
+        w.writerow(["label", "rate", "pair", "mics_ms", "mics_min", "mics_max",
+                    "mics_exposed_comm_ms", "torch_ms",
                     "torch_min", "torch_max", "torch_over_mics", "round_ratio_min",
                     "round_ratio_max", "load_min", "load_max", "rounds"])
         w.writerows(rows)
