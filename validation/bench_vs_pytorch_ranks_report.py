@@ -66,7 +66,7 @@ def summary(runs_path, out_path, rate):
         same = "" if params["mics"] == params["torch"] else " (DIFFER)"
         lines.append(
             f"| {PAIRS[pair][0]} vs {PAIRS[pair][1]} | {spread(med['mics'])} | "
-            f"{spread(med['torch'])} | {ratio:.2f} | {spread(paired, '{:.2f}')} | "
+            f"{spread(exposed)} | {spread(med['torch'])} | {ratio:.2f} | {spread(paired, '{:.2f}')} | "
             f"{min(loads):.1f}-{max(loads):.1f} | {'/'.join(params['mics'])} / "
             f"{'/'.join(params['torch'])}{same} |")
         rows.append([label, rate, pair, statistics.median(med["mics"]), min(med["mics"]),
