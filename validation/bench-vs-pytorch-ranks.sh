@@ -147,8 +147,8 @@ fi
 [ "$(id -u)" -eq 0 ] || die "must run as root (scripts/emu-cluster.sh makes namespaces)"
 venv=$(bash "$root/validation/torch-venv.sh")
 mkdir -p "$OUT"
-echo "label,round,pair,side,order,load_start,load_end,parameters,median_ms,min_ms,max_ms,steps,exposed_ms" \
-  > "$OUT/$LABEL-runs.csv"
+header=label,round,pair,side,order,load_start,load_end,parameters
+echo "$header,median_ms,min_ms,max_ms,steps,exposed_ms" > "$OUT/$LABEL-runs.csv"
 echo "$me: $NODES nodes x $RPN ranks, links shaped at $RATE (the limit between nodes)," \
   "global batch $GLOBAL_BATCH, micro-batch $MICRO_BATCH, $THREADS thread(s) per rank," \
   "$STEPS steps ($WARMUP warm-up), $REPEAT rounds, $BUSY busy loop(s);" \

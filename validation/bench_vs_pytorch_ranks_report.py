@@ -66,12 +66,13 @@ def summary(runs_path, out_path, rate):
         same = "" if params["mics"] == params["torch"] else " (DIFFER)"
         lines.append(
             f"| {PAIRS[pair][0]} vs {PAIRS[pair][1]} | {spread(med['mics'])} | "
-            f"{spread(exposed)} | {spread(med['torch'])} | {ratio:.2f} | {spread(paired, '{:.2f}')} | "
+            f"{spread(exposed)} | {spread(med['torch'])} | {ratio:.2f} | "
+            f"{spread(paired, '{:.2f}')} | "
             f"{min(loads):.1f}-{max(loads):.1f} | {'/'.join(params['mics'])} / "
             f"{'/'.join(params['torch'])}{same} |")
         rows.append([label, rate, pair, statistics.median(med["mics"]), min(med["mics"]),
-                     max(med["mics"]), statistics.median(exposed), statistics.median(med["torch"]), min(med["torch"]),
-                     max(med["torch"]), f"{ratio:.3f}", f"{min(paired):.3f}",
+                     max(med["mics"]), statistics.median(exposed),
+                     statistics.median(med["torch"]), min(med["torch"]), max(med["torch"]), f"{ratio:.3f}", f"{min(paired):.3f}",
                      f"{max(paired):.3f}", min(loads), max(loads), len(paired)])
     with open(out_path, "w", newline="") as f:
         w = csv.writer(f)
