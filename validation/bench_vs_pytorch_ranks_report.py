@@ -72,8 +72,9 @@ def summary(runs_path, out_path, rate):
             f"{'/'.join(params['torch'])}{same} |")
         rows.append([label, rate, pair, statistics.median(med["mics"]), min(med["mics"]),
                      max(med["mics"]), statistics.median(exposed),
-                     statistics.median(med["torch"]), min(med["torch"]), max(med["torch"]), f"{ratio:.3f}", f"{min(paired):.3f}",
-                     f"{max(paired):.3f}", min(loads), max(loads), len(paired)])
+                     statistics.median(med["torch"]), min(med["torch"]), max(med["torch"]),
+                     f"{ratio:.3f}", f"{min(paired):.3f}", f"{max(paired):.3f}",
+                     min(loads), max(loads), len(paired)])
     with open(out_path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["label", "rate", "pair", "mics_ms", "mics_min", "mics_max",
