@@ -21,6 +21,7 @@ import argparse
 import csv
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -103,14 +104,14 @@ def run_mics(args, steps):
                "--steps", str(args.mics_warmup + steps), "--lr", str(LR), "--min-lr", str(LR),
                "--warmup", "0", "--beta1", str(BETAS[0]), "--beta2", str(BETAS[1]),
                "--eps", str(EPS), "--weight-decay", str(WEIGHT_DECAY), "--grad-clip", str(CLIP),
-               "--metrics", metrics]
+               "--eval-batches", "0", "--metrics", metrics]
         env = dict(os.environ, OMP_WAIT_POLICY="passive")
         out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
         with open(metrics) as f:
             rows = list(csv.DictReader(f))
-    params = next((line for line in out.splitlines() if "param" in line.lower()), "")
+    found = re.search(r"(\d+) parameters", out)
     times = [float(r["step_ms"]) for r in rows if int(r["step"]) > args.mics_warmup]
-    return times, float(rows[0]["loss"]), params.strip()
+    return times, float(rows[0]["loss"]), int(found.group(1)) if found else "?"
 
 
 def run_sgemm(args):
@@ -230,7 +231,7 @@ def main():
     per, extra = measure(args, side)
     extra["mics_params"] = extra.pop("mics_params_line")
     row = summary_row(args, per, extra, side, load_start, compile_s)
-    print(f"# mics: first loss {row['mics_loss1']}, {row['mics_params']}", flush=True)
+    print(f"# mics: {row['mics_params']} parameters, first loss {row['mics_loss1']}", flush=True)
     print(f"# load {row['load_end']} at end", flush=True)
     append_csv(args.csv, row)
     print(markdown([row]))
