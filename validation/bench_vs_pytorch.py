@@ -133,7 +133,7 @@ def measure(args, torch_side):
         for what in rotated:
             t0 = time.time()
             if what == "mics":
-                times, extra["mics_loss1"], extra["mics_params_line"] = run_mics(args, args.steps)
+                times, extra["mics_loss1"], extra["mics_params"] = run_mics(args, args.steps)
                 per[what].append(statistics.median(times))
             elif what == "sgemm":
                 per[what].append(run_sgemm(args))
@@ -154,10 +154,9 @@ def summary_row(args, per, extra, torch_side, load_start, compile_s):
            "torch_loss1": f"{torch_side.loss1:.4f}", "mics_params": extra["mics_params"],
            "torch_params": torch_side.params, "compile_s": f"{compile_s:.0f}"}
     for what in ("mics", "eager", "compile", "sgemm"):
-        key = what if what != "sgemm" else "sgemm"
         med, lo, hi = spread(per[what])
         suffix = "_gflops" if what == "sgemm" else "_ms"
-        row[key + suffix], row[key + "_min"], row[key + "_max"] = f"{med:.1f}", f"{lo:.1f}", f"{hi:.1f}"
+        row[what + suffix], row[what + "_min"], row[what + "_max"] = f"{med:.1f}", f"{lo:.1f}", f"{hi:.1f}"
     # Ratios pair the runs of one repeat (the same minutes), then take the median.
     for what in ("eager", "compile"):
         ratios = [t / m for t, m in zip(per[what], per["mics"])]
@@ -229,7 +228,6 @@ def main():
     if args.repeats == 0:
         return
     per, extra = measure(args, side)
-    extra["mics_params"] = extra.pop("mics_params_line")
     row = summary_row(args, per, extra, side, load_start, compile_s)
     print(f"# mics: {row['mics_params']} parameters, first loss {row['mics_loss1']}", flush=True)
     print(f"# load {row['load_end']} at end", flush=True)
