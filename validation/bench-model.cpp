@@ -3,7 +3,9 @@
 // the model's GEMM shapes with the same thread count.
 //
 //   mics-bench-model [--threads 2] [--layers 4] [--hidden 768] [--heads 12] [--seq 256]
-//                    [--batch 4] [--vocab 50257] [--iters 3] [--warmup 1]
+//                    [--batch 4] [--vocab 50257] [--iters 3] [--warmup 1] [--sgemm-only]
+//
+// --sgemm-only prints the limit alone (the GEMM shapes at batch x seq tokens, no model).
 //
 // Each timed forward+backward is followed by a timed optimizer step over all parameters
 // (the engine's kernels on one rank: sum of squares, AdamW zeroing the gradient); the
@@ -274,6 +276,33 @@ struct OptimizerStates {
   }
 };
 
+// The f32 GEMM shapes of the model's own layers at N = batch x seq tokens: the limit.
+struct Shape { const char* what; bool ta, tb; std::int64_t M, N, K; };
+std::vector<Shape> limit_shapes(const mics::model::ModelConfig& cfg, std::int64_t N) {
+  const std::int64_t C = cfg.hidden;
+  return {{"qkv fwd   [N,3C]=[N,C]x[3C,C]^T", false, true, N, 3 * C, C},
+          {"fc fwd    [N,4C]=[N,C]x[4C,C]^T", false, true, N, 4 * C, C},
+          {"fc dW     [4C,C]=[N,4C]^T x[N,C]", true, false, 4 * C, C, N},
+          {"head fwd  [N,V]=[N,C]x[V,C]^T", false, true, N, cfg.vocab, C}};
+}
+
+// --sgemm-only: the limit alone, without building the model, so that a benchmark of
+// another program (validation/bench-vs-pytorch.sh) can measure it between its own runs.
+// The last line, "sgemm_limit_gflops X", is the best rate over the shapes.
+int print_sgemm_only(mics::device::Backend& be, const mics::model::ModelConfig& cfg,
+                     std::int64_t N, int iters) {
+  double limit = 0;
+  std::printf("# mics-bench-model --sgemm-only: f32, cpu backend, %d threads, N = %lld tokens, "
+              "best of %d calls per shape\n", be.threads(), static_cast<long long>(N), 2 * iters);
+  for (const auto& sh : limit_shapes(cfg, N)) {
+    const double rate = sgemm_rate(be, sh.ta, sh.tb, sh.M, sh.N, sh.K, 2 * iters);
+    limit = std::max(limit, rate);
+    std::printf("%-36s %12.1f\n", sh.what, rate);
+  }
+  std::printf("sgemm_limit_gflops %.2f\n", limit);
+  return 0;
+}
+
 int run(int argc, char** argv) {
   int threads = 2, iters = 3, warmup = 1;
   mics::model::ModelConfig cfg;
@@ -292,7 +321,8 @@ int run(int argc, char** argv) {
       ("iters", po::value(&iters)->default_value(3), "timed forward+backward passes")
       ("warmup", po::value(&warmup)->default_value(1), "untimed passes first")
       ("profile", "also time one step kernel by kernel (synchronising after each call)")
-      ("recompute", "recompute block activations in backward (model GFLOPS still count f=3)");
+      ("recompute", "recompute block activations in backward (model GFLOPS still count f=3)")
+      ("sgemm-only", "print only the sgemm rate on the model's GEMM shapes (the limit) and exit");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, d), vm);
@@ -309,6 +339,7 @@ int run(int argc, char** argv) {
   cfg.validate("mics-bench-model");
 
   auto be = mics::device::make_cpu_backend(threads);
+  if (vm.count("sgemm-only")) return print_sgemm_only(*be, cfg, batch * cfg.seq, iters);
   const bool recompute = vm.count("recompute") > 0;
   mics::model::Transformer model(cfg, *be, DType::f32, batch, recompute);
   const auto& layout = model.layout();
@@ -338,14 +369,7 @@ int run(int argc, char** argv) {
   // The limit: the same backend's sgemm on the model's own GEMM shapes, same threads,
   // measured between the timed steps so that both see the same machine load (other jobs
   // share these cores); best of all repetitions for both.
-  const std::int64_t C = cfg.hidden;
-  struct Shape { const char* what; bool ta, tb; std::int64_t M, N, K; };
-  const Shape shapes[] = {
-      {"qkv fwd   [N,3C]=[N,C]x[3C,C]^T", false, true, N, 3 * C, C},
-      {"fc fwd    [N,4C]=[N,C]x[4C,C]^T", false, true, N, 4 * C, C},
-      {"fc dW     [4C,C]=[N,4C]^T x[N,C]", true, false, 4 * C, C, N},
-      {"head fwd  [N,V]=[N,C]x[V,C]^T", false, true, N, cfg.vocab, C},
-  };
+  const std::vector<Shape> shapes = limit_shapes(cfg, N);
   std::vector<double> shape_best(std::size(shapes), 0.0);
   double best = 1e30, total = 0, fwd_best = 1e30, opt_best = 1e30;
   OptimizerStates opt(*be, layout);
