@@ -30,6 +30,7 @@ struct Module {
   std::vector<Tensor> params;
   double compute = 0;  // seconds
   bool grads = false;  // its gradients go to the reduction bucket after it
+  bool own = true;     // false: its tensor is another's (the tied head's external parameter)
 };
 
 // The sub-modules of transformer block `b` in forward order, their compute in proportion
@@ -67,23 +68,33 @@ std::vector<bool> kept_after(const std::vector<Module>& trace) {
   return kept;
 }
 
+double ds_gather_seconds(const Cluster& c, const GroupShape& g, double n) {
+  return collective_seconds(c, Collective::all_gather, g, shard_padded(n, g.size) * kHalf);
+}
+
 // One micro-step (forward, then backward) as the hooks run it, on a device clock and one
 // communication queue; each tensor NOT_AVAILABLE, INFLIGHT or AVAILABLE as in DeepSpeed.
+// `after_step`: the first micro-step after an optimizer step, whose persistent tensors
+// _post_step gathered; later ones find them released by the previous backward.
 class Zero3Walk {
 public:
   Zero3Walk(const Cluster& c, const Layout& l)
       : c_(c), shape_{l.world, std::min(l.world, l.ranks_per_node), l.ranks_per_node} {}
 
-  void micro_step(const std::vector<Module>& trace) {
+  void micro_step(const std::vector<Module>& trace, bool after_step) {
     trace_ = &trace;
     kept_ = kept_after(trace);
-    state_.clear();  // _partition_all_parameters after the previous backward
+    state_.clear();
+    for (const Module& m : trace)
+      for (const Tensor& t : m.params)
+        if (after_step && persistent(t)) state(t.key) = State::available;
     live_ = 0;
     for (std::size_t i = 0; i < trace.size(); ++i) {
       fetch(i);
       prefetch(i);
-      t_ += trace[i].compute;
-      compute_ += trace[i].compute;
+      const double norm = norm_s(trace[i]);
+      t_ += trace[i].compute + norm;
+      compute_ += trace[i].compute + norm;
       if (!kept_[i]) release(trace[i]);
       if (trace[i].grads) bucket(trace[i].params);
     }
@@ -97,8 +108,15 @@ public:
 private:
   enum class State { not_available, in_flight, available };
 
-  double gather_s(double n) const {
-    return collective_seconds(c_, Collective::all_gather, shape_, shard_padded(n, shape_.size) * kHalf);
+  double gather_s(double n) const { return ds_gather_seconds(c_, shape_, n); }
+  // fetch_sub_module's debug line (stage3.py line 456) is an f-string evaluated whether
+  // printed or not: it takes param.norm() of each of the sub-module's own parameters, a
+  // read of the whole gathered tensor on the compute stream, at every run.
+  double norm_s(const Module& m) const {
+    if (!m.own || c_.memory_bandwidth_gbs <= 0) return 0.0;
+    double n = 0;
+    for (const Tensor& t : m.params) n += t.numel;
+    return n * kHalf / (c_.memory_bandwidth_gbs * 1e9);
   }
   // One tensor's reduce-scatter, after the copies that flatten its list of slices.
   double reduce_s(double n) const {
@@ -127,13 +145,12 @@ private:
   void fetch(std::size_t i) {
     bool wait = false;
     for (const Tensor& t : (*trace_)[i].params) {
-      if (persistent(t)) continue;
       State& s = state(t.key);
       if (s == State::in_flight) wait = true;
       if (s != State::not_available) continue;
       launch(gather_s(t.numel));
       s = State::available;
-      live_ += t.numel;
+      live_ += persistent(t) ? 0.0 : t.numel;
       wait = true;
     }
     if (wait) sync();
@@ -185,7 +202,7 @@ void Zero3Walk::prefetch(std::size_t i) {
   double numel = 0;
   for (std::size_t j = i; j < trace_->size() && numel < kDsPrefetchBucket; ++j)
     for (const Tensor& t : (*trace_)[j].params) {
-      if (persistent(t) || numel >= kDsPrefetchBucket) continue;
+      if (numel >= kDsPrefetchBucket) continue;
       State& s = state(t.key);
       if (s != State::not_available) continue;
       device_wait();
@@ -193,7 +210,7 @@ void Zero3Walk::prefetch(std::size_t i) {
       s = State::in_flight;
       in_flight_.push_back(t.key);
       numel += t.numel;
-      live_ += t.numel;
+      live_ += persistent(t) ? 0.0 : t.numel;
     }
 }
 
@@ -209,8 +226,8 @@ std::vector<Module> zero3_trace(const Workload& w, const ComputeSplit& s) {
   for (int b = 0; b < layers; ++b)
     for (const Module& x : block_modules(b, h, s.fwd_block)) trace.push_back(x);
   trace.push_back(ln_f);
-  trace.push_back({2, {{0, wte}}, s.fwd_head});  // the tied head uses the embedding's tensor
-  trace.push_back({2, {{0, wte}}, s.bwd_head, false});
+  trace.push_back({2, {{0, wte}}, s.fwd_head, false, false});  // the tied head: the embedding's tensor
+  trace.push_back({2, {{0, wte}}, s.bwd_head, false, false});
   trace.push_back({ln_f.id, ln_f.params, 0.0, true});
   const double bwd_only = w.recompute ? s.bwd_block - s.fwd_block : s.bwd_block;
   for (int b = layers; b-- > 0;) {
@@ -224,16 +241,34 @@ std::vector<Module> zero3_trace(const Workload& w, const ComputeSplit& s) {
   return trace;
 }
 
+// _post_step (stage3.py lines 2764-2766) gathers the persistent tensors again after the
+// optimizer: one blocking all-gather each, exposed.
+double post_step_gather_s(const Cluster& c, const Layout& l, const std::vector<Module>& trace) {
+  const GroupShape g{l.world, std::min(l.world, l.ranks_per_node), l.ranks_per_node};
+  double s = 0;
+  std::unordered_map<int, bool> seen;
+  for (const Module& m : trace)
+    for (const Tensor& t : m.params)
+      if (t.numel < kDsPersistenceThreshold && seen.emplace(t.key, true).second) s += ds_gather_seconds(c, g, t.numel);
+  return s;
+}
+
 BaselineTimes zero3(const Cluster& c, const Workload& w, const Layout& l, int accumulation) {
   const ComputeSplit s = compute_split(c, w, l);
-  Zero3Walk walk(c, l);
-  walk.micro_step(zero3_trace(w, s));
-  // Every micro-step repeats the same walk (DeepSpeed reduces each one).
+  const std::vector<Module> trace = zero3_trace(w, s);
+  // The first micro-step after a step, then the others: DeepSpeed reduces each one, and
+  // the previous backward's _partition_all_parameters released every tensor, persistent
+  // ones too (release_and_reset_parameter, stage3.py lines 503-510, has no exception for
+  // them; called at line 2988), so a later micro-step gathers them again on first use.
+  Zero3Walk first(c, l), later(c, l);
+  first.micro_step(trace, true);
+  if (accumulation > 1) later.micro_step(trace, false);
+  const double rest = accumulation - 1, persist = post_step_gather_s(c, l, trace);
   BaselineTimes r;
   r.optimizer_s = optimizer_seconds(c, w.model, l.p);
-  r.compute_s = walk.compute() * accumulation;
-  r.comm_s = walk.comm() * accumulation;
-  r.step_s = walk.t() * accumulation + r.optimizer_s;
+  r.compute_s = first.compute() + rest * later.compute();
+  r.comm_s = first.comm() + rest * later.comm() + persist;
+  r.step_s = first.t() + rest * later.t() + r.optimizer_s + persist;
   r.exposed_s = r.step_s - r.compute_s - r.optimizer_s;
   return r;
 }
