@@ -9,7 +9,14 @@
 //    fetch blocks: the coordinator waits on its handles and calls torch.cuda.synchronize(),
 //    which also waits for the gradient reductions in flight on the reduction stream;
 //  - one NCCL all-gather per parameter tensor, in the 2-byte compute type;
-//  - tensors under stage3_param_persistence_threshold (1e5 elements) stay gathered;
+//  - tensors under stage3_param_persistence_threshold (1e5 elements) stay gathered within
+//    a micro-step, but _partition_all_parameters releases them with the rest after every
+//    backward (release_and_reset_parameter, stage3.py lines 503-510, makes no exception):
+//    every micro-step but the first after a step gathers each again on first use, and
+//    _post_step (lines 2764-2766) gathers them all again after the optimizer, exposed;
+//  - every fetch evaluates a debug f-string holding param.norm() of each of the
+//    sub-module's own parameters (line 456), printed or not: a read of the gathered
+//    tensors on the compute stream at every run of every sub-module;
 //  - after a fetch, when nothing is in flight, the next tensors in trace order are
 //    prefetched until stage3_prefetch_bucket_size (5e7 elements) is reached; launching
 //    each calls torch.cuda.synchronize() first, so only the last overlaps compute;
