@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -84,18 +85,22 @@ public:
   void micro_step(const std::vector<Module>& trace, bool after_step) {
     trace_ = &trace;
     kept_ = kept_after(trace);
-    state_.clear();
-    for (const Module& m : trace)
-      for (const Tensor& t : m.params)
-        if (after_step && persistent(t)) state(t.key) = State::available;
+    index_occurrences();
     live_ = 0;
+    for (const auto& [key, where] : occurrences_) {
+      const Tensor& t = (*trace_)[where.front().first].params[where.front().second];
+      if (after_step && persistent(t))
+        state_[key] = State::available;
+      else
+        not_available(key, 0);
+    }
     for (std::size_t i = 0; i < trace.size(); ++i) {
       fetch(i);
       prefetch(i);
       const double norm = norm_s(trace[i]);
       t_ += trace[i].compute + norm;
       compute_ += trace[i].compute + norm;
-      if (!kept_[i]) release(trace[i]);
+      if (!kept_[i]) release(i);
       if (trace[i].grads) bucket(trace[i].params);
     }
     flush();  // the end of the backward: the last bucket, then everything waited for
@@ -124,7 +129,34 @@ private:
            collective_seconds(c_, Collective::reduce_scatter, shape_, shard_padded(n, shape_.size) * kHalf);
   }
   static bool persistent(const Tensor& t) { return t.numel < kDsPersistenceThreshold; }
-  State& state(int key) { return state_.try_emplace(key, State::not_available).first->second; }
+  using Place = std::pair<std::size_t, std::size_t>;  // (trace position, tensor within it)
+
+  // Each tensor's runs in trace order, and for each NOT_AVAILABLE tensor its next run: the
+  // order in which prefetch_next_sub_modules would find it, without rescanning the trace.
+  void index_occurrences() {
+    occurrences_.clear();
+    state_.clear();
+    wanted_.clear();
+    next_.clear();
+    for (std::size_t i = 0; i < trace_->size(); ++i)
+      for (std::size_t k = 0; k < (*trace_)[i].params.size(); ++k)
+        occurrences_[(*trace_)[i].params[k].key].push_back({i, k});
+  }
+  void not_available(int key, std::size_t from) {
+    state_[key] = State::not_available;
+    const std::vector<Place>& where = occurrences_.at(key);
+    const auto it = std::lower_bound(where.begin(), where.end(), Place{from, 0});
+    if (it == where.end()) return;  // not used again in this micro-step
+    wanted_.insert({*it, key});
+    next_[key] = *it;
+  }
+  void gathered(int key, State now) {
+    state_[key] = now;
+    const auto it = next_.find(key);
+    if (it == next_.end()) return;
+    wanted_.erase({it->second, key});
+    next_.erase(it);
+  }
 
   // torch.cuda.synchronize(): the device clock waits for the queue (gathers and
   // reductions).
@@ -133,7 +165,7 @@ private:
   // every prefetched tensor is then available.
   void sync() {
     device_wait();
-    for (int key : in_flight_) state(key) = State::available;
+    for (int key : in_flight_) state_[key] = State::available;
     in_flight_.clear();
   }
   void launch(double seconds) {
@@ -145,22 +177,21 @@ private:
   void fetch(std::size_t i) {
     bool wait = false;
     for (const Tensor& t : (*trace_)[i].params) {
-      State& s = state(t.key);
+      const State s = state_.at(t.key);
       if (s == State::in_flight) wait = true;
       if (s != State::not_available) continue;
       launch(gather_s(t.numel));
-      s = State::available;
+      gathered(t.key, State::available);
       live_ += persistent(t) ? 0.0 : t.numel;
       wait = true;
     }
     if (wait) sync();
   }
   void prefetch(std::size_t i);
-  void release(const Module& m) {
-    for (const Tensor& t : m.params) {
-      State& s = state(t.key);
-      if (persistent(t) || s != State::available) continue;
-      s = State::not_available;
+  void release(std::size_t i) {
+    for (const Tensor& t : (*trace_)[i].params) {
+      if (persistent(t) || state_.at(t.key) != State::available) continue;
+      not_available(t.key, i + 1);
       live_ -= t.numel;
     }
   }
@@ -187,6 +218,9 @@ private:
   const std::vector<Module>* trace_ = nullptr;
   std::vector<bool> kept_;
   std::unordered_map<int, State> state_;
+  std::unordered_map<int, std::vector<Place>> occurrences_;
+  std::set<std::pair<Place, int>> wanted_;  // (next run, key) of each NOT_AVAILABLE tensor
+  std::unordered_map<int, Place> next_;      // key -> its entry in wanted_
   std::vector<int> in_flight_;
   double live_ = 0;  // total_available_parameter_numel: gathered or in flight
   double t_ = 0, queue_ = 0, reduced_ = 0, compute_ = 0, comm_ = 0, pending_s_ = 0, pending_numel_ = 0;
@@ -200,18 +234,17 @@ private:
 void Zero3Walk::prefetch(std::size_t i) {
   if (!in_flight_.empty() || live_ >= kDsMaxLiveParameters) return;
   double numel = 0;
-  for (std::size_t j = i; j < trace_->size() && numel < kDsPrefetchBucket; ++j)
-    for (const Tensor& t : (*trace_)[j].params) {
-      if (numel >= kDsPrefetchBucket) continue;
-      State& s = state(t.key);
-      if (s != State::not_available) continue;
-      device_wait();
-      launch(gather_s(t.numel));
-      s = State::in_flight;
-      in_flight_.push_back(t.key);
-      numel += t.numel;
-      live_ += persistent(t) ? 0.0 : t.numel;
-    }
+  while (!wanted_.empty() && numel < kDsPrefetchBucket) {
+    const auto [place, key] = *wanted_.begin();
+    if (place.first < i) break;  // cannot happen: a run fetches what it still lacks
+    const Tensor& t = (*trace_)[place.first].params[place.second];
+    device_wait();
+    launch(gather_s(t.numel));
+    gathered(key, State::in_flight);
+    in_flight_.push_back(key);
+    numel += t.numel;
+    live_ += persistent(t) ? 0.0 : t.numel;
+  }
 }
 
 // The sub-modules of one micro-step: forward, then backward (with recomputation, each
