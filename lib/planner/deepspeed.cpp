@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
+#include <unordered_map>
 #include <vector>
 
 #include "mics/planner/collective_cost.hpp"
@@ -15,44 +17,93 @@ namespace {
 
 constexpr double kHalf = 2.0;  // DeepSpeed 0.5.6 gathers and reduces in fp16
 
-// One sub-module as the hooks see it.
-struct Module {
-  std::vector<double> params;  // element counts of its tensors
-  double compute = 0;          // seconds
-  bool gather = true;          // fetched in this pass (false: still gathered)
-  bool grads = false;          // its gradients go to the reduction bucket after it
+// One tensor: `key` names it across the sub-modules that use it (the tied head uses the
+// embedding's), `numel` counts its elements.
+struct Tensor {
+  int key = 0;
+  double numel = 0;
 };
 
-// The sub-modules of one transformer block in forward order, their compute in proportion
-// to their weight matrices (attention's FLOPs ride with them).
-std::vector<Module> block_modules(double h, double fwd) {
+// One sub-module as the hooks see it: `id` is DeepSpeed's sub_module.id, the same for the
+// forward, the recomputed forward and the backward of one module.
+struct Module {
+  int id = 0;
+  std::vector<Tensor> params;
+  double compute = 0;  // seconds
+  bool grads = false;  // its gradients go to the reduction bucket after it
+  bool own = true;     // false: its tensor is another's (the tied head's external parameter)
+};
+
+// The sub-modules of transformer block `b` in forward order, their compute in proportion
+// to their weight matrices (attention's FLOPs ride with them). Ids and keys from 3 on.
+std::vector<Module> block_modules(int b, double h, double fwd) {
   const double w = fwd / 12.0;
-  return {{{h, h}, 0.0},               // ln_1
-          {{3 * h * h, 3 * h}, 3 * w},  // qkv
-          {{h * h, h}, w},              // attention output
-          {{h, h}, 0.0},                // ln_2
-          {{4 * h * h, 4 * h}, 4 * w},  // fc_1
-          {{4 * h * h, h}, 4 * w}};     // fc_2
+  const int id = 3 + 6 * b, key = 4 + 12 * b;
+  return {{id, {{key, h}, {key + 1, h}}, 0.0},                              // ln_1
+          {id + 1, {{key + 2, 3 * h * h}, {key + 3, 3 * h}}, 3 * w},        // qkv
+          {id + 2, {{key + 4, h * h}, {key + 5, h}}, w},                    // attention output
+          {id + 3, {{key + 6, h}, {key + 7, h}}, 0.0},                      // ln_2
+          {id + 4, {{key + 8, 4 * h * h}, {key + 9, 4 * h}}, 4 * w},        // fc_1
+          {id + 5, {{key + 10, 4 * h * h}, {key + 11, h}}, 4 * w}};         // fc_2
 }
 
+// Whether each occurrence's tensors stay gathered after it (stage3.py at v0.5.6,
+// _keep_for_later, lines 512-520, and the trace's _distance_in_numel, lines 243-291): when
+// the same sub-module runs again within this micro-step and the elements of every
+// sub-module run in between (all their tensors, repeats counted) stay under
+// stage3_max_reuse_distance. Everything is released after the backward in any case
+// (_partition_all_parameters, line 2988).
+std::vector<bool> kept_after(const std::vector<Module>& trace) {
+  std::vector<double> before(trace.size() + 1, 0.0);  // elements of trace[0 .. i)
+  for (std::size_t i = 0; i < trace.size(); ++i) {
+    before[i + 1] = before[i];
+    for (const Tensor& t : trace[i].params) before[i + 1] += t.numel;
+  }
+  std::vector<bool> kept(trace.size(), false);
+  std::unordered_map<int, std::size_t> next;  // module id -> its next occurrence
+  for (std::size_t i = trace.size(); i-- > 0;) {
+    const auto it = next.find(trace[i].id);
+    if (it != next.end()) kept[i] = before[it->second] - before[i + 1] < kDsMaxReuseDistance;
+    next[trace[i].id] = i;
+  }
+  return kept;
+}
+
+double ds_gather_seconds(const Cluster& c, const GroupShape& g, double n) {
+  return collective_seconds(c, Collective::all_gather, g, shard_padded(n, g.size) * kHalf);
+}
+
+// One micro-step (forward, then backward) as the hooks run it, on a device clock and one
+// communication queue; each tensor NOT_AVAILABLE, INFLIGHT or AVAILABLE as in DeepSpeed.
+// `after_step`: the first micro-step after an optimizer step, whose persistent tensors
+// _post_step gathered; later ones find them released by the previous backward.
 class Zero3Walk {
 public:
-  Zero3Walk(const Cluster& c, const Layout& l) : c_(c), shape_{l.world, std::min(l.world, l.ranks_per_node), l.ranks_per_node} {}
+  Zero3Walk(const Cluster& c, const Layout& l)
+      : c_(c), shape_{l.world, std::min(l.world, l.ranks_per_node), l.ranks_per_node} {}
 
-  // One pass (forward or backward) over the sub-modules, as the hooks run it.
-  void pass(const std::vector<Module>& seq) {
-    index(seq);
-    for (std::size_t i = 0; i < seq.size(); ++i) {
-      if (first_[i] < last_[i]) fetch(i);
-      prefetch();
-      t_ += seq[i].compute;
-      compute_ += seq[i].compute;
-      if (seq[i].grads) bucket(seq[i].params);
+  void micro_step(const std::vector<Module>& trace, bool after_step) {
+    trace_ = &trace;
+    kept_ = kept_after(trace);
+    index_occurrences();
+    live_ = 0;
+    for (const auto& [key, where] : occurrences_) {
+      const Tensor& t = (*trace_)[where.front().first].params[where.front().second];
+      if (after_step && persistent(t))
+        state_[key] = State::available;
+      else
+        not_available(key, 0);
     }
-  }
-  // The end of a micro-step's backward: the last bucket, then everything waited for.
-  void finish() {
-    flush();
+    for (std::size_t i = 0; i < trace.size(); ++i) {
+      fetch(i);
+      prefetch(i);
+      const double norm = norm_s(trace[i]);
+      t_ += trace[i].compute + norm;
+      compute_ += trace[i].compute + norm;
+      if (!kept_[i]) release(i);
+      if (trace[i].grads) bucket(trace[i].params);
+    }
+    flush();  // the end of the backward: the last bucket, then everything waited for
     sync();
   }
   double t() const { return t_; }
@@ -60,56 +111,94 @@ public:
   double comm() const { return comm_; }
 
 private:
-  double gather_s(double n) const {
-    return collective_seconds(c_, Collective::all_gather, shape_, shard_padded(n, shape_.size) * kHalf);
+  enum class State { not_available, in_flight, available };
+
+  double gather_s(double n) const { return ds_gather_seconds(c_, shape_, n); }
+  // fetch_sub_module's debug line (stage3.py line 456) is an f-string evaluated whether
+  // printed or not: it takes param.norm() of each of the sub-module's own parameters, a
+  // read of the whole gathered tensor on the compute stream, at every run.
+  double norm_s(const Module& m) const {
+    if (!m.own || c_.memory_bandwidth_gbs <= 0) return 0.0;
+    double n = 0;
+    for (const Tensor& t : m.params) n += t.numel;
+    return n * kHalf / (c_.memory_bandwidth_gbs * 1e9);
   }
-  // One tensor's reduce-scatter, after the W copies that flatten its list of slices.
+  // One tensor's reduce-scatter, after the copies that flatten its list of slices.
   double reduce_s(double n) const {
-    return shape_.size * kDsCopyLaunch +
+    return ds_flatten_seconds(c_, shape_.size, n * kHalf) +
            collective_seconds(c_, Collective::reduce_scatter, shape_, shard_padded(n, shape_.size) * kHalf);
   }
-  // The tensors this pass gathers, in trace order (persistent ones never are).
-  void index(const std::vector<Module>& seq) {
-    items_.clear();
-    first_.assign(seq.size(), 0);
-    last_.assign(seq.size(), 0);
-    for (std::size_t i = 0; i < seq.size(); ++i) {
-      first_[i] = items_.size();
-      if (seq[i].gather)
-        for (double n : seq[i].params)
-          if (n >= kDsPersistenceThreshold) items_.push_back(n);
-      last_[i] = items_.size();
-    }
-    next_ = 0;
-    in_flight_ = false;
+  static bool persistent(const Tensor& t) { return t.numel < kDsPersistenceThreshold; }
+  using Place = std::pair<std::size_t, std::size_t>;  // (trace position, tensor within it)
+
+  // Each tensor's runs in trace order, and for each NOT_AVAILABLE tensor its next run: the
+  // order in which prefetch_next_sub_modules would find it, without rescanning the trace.
+  void index_occurrences() {
+    occurrences_.clear();
+    state_.clear();
+    wanted_.clear();
+    next_.clear();
+    for (std::size_t i = 0; i < trace_->size(); ++i)
+      for (std::size_t k = 0; k < (*trace_)[i].params.size(); ++k)
+        occurrences_[(*trace_)[i].params[k].key].push_back({i, k});
   }
-  // torch.cuda.synchronize(): the device clock waits for the queue (gathers and reductions).
+  void not_available(int key, std::size_t from) {
+    state_[key] = State::not_available;
+    const std::vector<Place>& where = occurrences_.at(key);
+    const auto it = std::lower_bound(where.begin(), where.end(), Place{from, 0});
+    if (it == where.end()) return;  // not used again in this micro-step
+    wanted_.insert({*it, key});
+    next_[key] = *it;
+  }
+  void gathered(int key, State now) {
+    state_[key] = now;
+    const auto it = next_.find(key);
+    if (it == next_.end()) return;
+    wanted_.erase({it->second, key});
+    next_.erase(it);
+  }
+
+  // torch.cuda.synchronize(): the device clock waits for the queue (gathers and
+  // reductions).
+  void device_wait() { t_ = std::max(t_, queue_); }
+  // _synchronize_communication: the handles in flight are waited for, then the device;
+  // every prefetched tensor is then available.
   void sync() {
-    t_ = std::max(t_, queue_);
-    in_flight_ = false;
+    device_wait();
+    for (int key : in_flight_) state_[key] = State::available;
+    in_flight_.clear();
   }
   void launch(double seconds) {
     queue_ = std::max(queue_, t_) + seconds;
     comm_ += seconds;
   }
+  // fetch_sub_module: the blocking gather of what is neither gathered nor in flight, then
+  // a wait when anything of this sub-module was fetched or in flight.
   void fetch(std::size_t i) {
-    for (; next_ < last_[i]; ++next_) launch(gather_s(items_[next_]));  // not prefetched: blocking
-    sync();
+    bool wait = false;
+    for (const Tensor& t : (*trace_)[i].params) {
+      const State s = state_.at(t.key);
+      if (s == State::in_flight) wait = true;
+      if (s != State::not_available) continue;
+      launch(gather_s(t.numel));
+      gathered(t.key, State::available);
+      live_ += persistent(t) ? 0.0 : t.numel;
+      wait = true;
+    }
+    if (wait) sync();
   }
-  void prefetch() {
-    if (in_flight_) return;
-    double numel = 0;
-    while (next_ < items_.size() && numel < kDsPrefetchBucket) {
-      sync();  // each launch first synchronizes the device
-      numel += items_[next_];
-      launch(gather_s(items_[next_++]));
-      in_flight_ = true;
+  void prefetch(std::size_t i);
+  void release(std::size_t i) {
+    for (const Tensor& t : (*trace_)[i].params) {
+      if (persistent(t) || state_.at(t.key) != State::available) continue;
+      not_available(t.key, i + 1);
+      live_ -= t.numel;
     }
   }
-  void bucket(const std::vector<double>& params) {
-    for (double n : params) {
-      pending_s_ += reduce_s(n);
-      pending_numel_ += n;
+  void bucket(const std::vector<Tensor>& params) {
+    for (const Tensor& t : params) {
+      pending_s_ += reduce_s(t.numel);
+      pending_numel_ += t.numel;
     }
     if (pending_numel_ >= kDsReduceBucket) flush();
   }
@@ -126,51 +215,93 @@ private:
 
   const Cluster& c_;
   GroupShape shape_;
-  std::vector<double> items_;
-  std::vector<std::size_t> first_, last_;
-  std::size_t next_ = 0;
-  bool in_flight_ = false;
+  const std::vector<Module>* trace_ = nullptr;
+  std::vector<bool> kept_;
+  std::unordered_map<int, State> state_;
+  std::unordered_map<int, std::vector<Place>> occurrences_;
+  std::set<std::pair<Place, int>> wanted_;  // (next run, key) of each NOT_AVAILABLE tensor
+  std::unordered_map<int, Place> next_;      // key -> its entry in wanted_
+  std::vector<int> in_flight_;
+  double live_ = 0;  // total_available_parameter_numel: gathered or in flight
   double t_ = 0, queue_ = 0, reduced_ = 0, compute_ = 0, comm_ = 0, pending_s_ = 0, pending_numel_ = 0;
 };
 
+// prefetch_next_sub_modules (stage3.py lines 349-370): only when nothing is in flight and
+// fewer than stage3_max_live_parameters elements are gathered; then the tensors not yet
+// gathered, in trace order from this sub-module on, until stage3_prefetch_bucket_size
+// elements. Each launch (_allgather_param) first calls torch.cuda.synchronize(), so only
+// the last one overlaps compute.
+void Zero3Walk::prefetch(std::size_t i) {
+  if (!in_flight_.empty() || live_ >= kDsMaxLiveParameters) return;
+  double numel = 0;
+  while (!wanted_.empty() && numel < kDsPrefetchBucket) {
+    const auto [place, key] = *wanted_.begin();
+    if (place.first < i) break;  // cannot happen: a run fetches what it still lacks
+    const Tensor& t = (*trace_)[place.first].params[place.second];
+    device_wait();
+    launch(gather_s(t.numel));
+    gathered(key, State::in_flight);
+    in_flight_.push_back(key);
+    numel += t.numel;
+    live_ += persistent(t) ? 0.0 : t.numel;
+  }
+}
+
 // The sub-modules of one micro-step: forward, then backward (with recomputation, each
-// block's forward again, gathering, then its backward on the same tensors).
-std::pair<std::vector<Module>, std::vector<Module>> zero3_passes(const Workload& w, const ComputeSplit& s) {
+// block's forward again, then its backward on the same sub-modules).
+std::vector<Module> zero3_trace(const Workload& w, const ComputeSplit& s) {
   const model::ModelConfig& m = w.model;
   const double h = static_cast<double>(m.hidden), wte = static_cast<double>(m.vocab) * h;
   const double other = bucket_sizes(m).embeddings - wte;
-  std::vector<Module> fwd{{{wte, other}, 0.0}}, bwd;
-  for (std::int64_t b = 0; b < m.layers; ++b)
-    for (const Module& x : block_modules(h, s.fwd_block)) fwd.push_back(x);
-  fwd.push_back({{h, h}, 0.0});       // ln_f
-  fwd.push_back({{wte}, s.fwd_head});  // the tied head fetches the embedding again
-  bwd.push_back({{wte}, s.bwd_head, false, false});
-  bwd.push_back({{h, h}, 0.0, false, true});
+  const Module embed{0, {{0, wte}, {1, other}}, 0.0}, ln_f{1, {{2, h}, {3, h}}, 0.0};
+  std::vector<Module> trace{embed};
+  const int layers = static_cast<int>(m.layers);
+  for (int b = 0; b < layers; ++b)
+    for (const Module& x : block_modules(b, h, s.fwd_block)) trace.push_back(x);
+  trace.push_back(ln_f);
+  trace.push_back({2, {{0, wte}}, s.fwd_head, false, false});  // the tied head: the embedding's tensor
+  trace.push_back({2, {{0, wte}}, s.bwd_head, false, false});
+  trace.push_back({ln_f.id, ln_f.params, 0.0, true});
   const double bwd_only = w.recompute ? s.bwd_block - s.fwd_block : s.bwd_block;
-  for (std::int64_t b = 0; b < m.layers; ++b) {
-    const std::vector<Module> mods = block_modules(h, s.fwd_block);
+  for (int b = layers; b-- > 0;) {
+    const std::vector<Module> mods = block_modules(b, h, s.fwd_block);
     if (w.recompute)
-      for (const Module& x : mods) bwd.push_back(x);
+      for (const Module& x : mods) trace.push_back(x);
     for (auto it = mods.rbegin(); it != mods.rend(); ++it)
-      bwd.push_back({it->params, it->compute * bwd_only / s.fwd_block, !w.recompute, true});
+      trace.push_back({it->id, it->params, it->compute * bwd_only / s.fwd_block, true});
   }
-  bwd.push_back({{wte, other}, 0.0, true, true});
-  return {fwd, bwd};
+  trace.push_back({embed.id, embed.params, 0.0, true});
+  return trace;
+}
+
+// _post_step (stage3.py lines 2764-2766) gathers the persistent tensors again after the
+// optimizer: one blocking all-gather each, exposed.
+double post_step_gather_s(const Cluster& c, const Layout& l, const std::vector<Module>& trace) {
+  const GroupShape g{l.world, std::min(l.world, l.ranks_per_node), l.ranks_per_node};
+  double s = 0;
+  std::unordered_map<int, bool> seen;
+  for (const Module& m : trace)
+    for (const Tensor& t : m.params)
+      if (t.numel < kDsPersistenceThreshold && seen.emplace(t.key, true).second) s += ds_gather_seconds(c, g, t.numel);
+  return s;
 }
 
 BaselineTimes zero3(const Cluster& c, const Workload& w, const Layout& l, int accumulation) {
   const ComputeSplit s = compute_split(c, w, l);
-  const auto [fwd, bwd] = zero3_passes(w, s);
-  Zero3Walk walk(c, l);
-  walk.pass(fwd);
-  walk.pass(bwd);
-  walk.finish();
-  // Every micro-step repeats the same walk (DeepSpeed reduces each one).
+  const std::vector<Module> trace = zero3_trace(w, s);
+  // The first micro-step after a step, then the others: DeepSpeed reduces each one, and
+  // the previous backward's _partition_all_parameters released every tensor, persistent
+  // ones too (release_and_reset_parameter, stage3.py lines 503-510, has no exception for
+  // them; called at line 2988), so a later micro-step gathers them again on first use.
+  Zero3Walk first(c, l), later(c, l);
+  first.micro_step(trace, true);
+  if (accumulation > 1) later.micro_step(trace, false);
+  const double rest = accumulation - 1, persist = post_step_gather_s(c, l, trace);
   BaselineTimes r;
   r.optimizer_s = optimizer_seconds(c, w.model, l.p);
-  r.compute_s = walk.compute() * accumulation;
-  r.comm_s = walk.comm() * accumulation;
-  r.step_s = walk.t() * accumulation + r.optimizer_s;
+  r.compute_s = first.compute() + rest * later.compute();
+  r.comm_s = first.comm() + rest * later.comm() + persist;
+  r.step_s = first.t() + rest * later.t() + r.optimizer_s + persist;
   r.exposed_s = r.step_s - r.compute_s - r.optimizer_s;
   return r;
 }
@@ -201,6 +332,11 @@ BaselineTimes zero2(const Cluster& c, const Workload& w, const Layout& l, int ac
 }
 
 }  // namespace
+
+double ds_flatten_seconds(const Cluster& c, int world, double bytes) {
+  const double copy = c.memory_bandwidth_gbs > 0 ? 2.0 * bytes / world / (c.memory_bandwidth_gbs * 1e9) : 0.0;
+  return world * std::max(kDsCopyLaunch, copy);
+}
 
 BaselineTimes deepspeed_056_step(const Cluster& c, const Workload& w, const Layout& l, int accumulation) {
   return l.strategy == Strategy::zero3 ? zero3(c, w, l, accumulation) : zero2(c, w, l, accumulation);

@@ -2,6 +2,7 @@
 // cluster files' parsing.
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -307,35 +308,104 @@ BOOST_AUTO_TEST_CASE(calibration_recovers_the_links_that_made_the_timings) {
   for (const auto& r : fit.bench) BOOST_TEST(std::fabs(r.error()) < 0.02);
 }
 
+namespace {
+
+// DeepSpeed 0.5.6's ZeRO-3 gathers (each tensor by itself, fp16) and reduce-scatters
+// (after flattening W slices) over 16 ranks on 2 nodes of gpu_cluster().
+struct DsCosts {
+  Cluster c = gpu_cluster();
+  GroupShape world{16, 8, 8};
+  double ag(double n) const { return collective_seconds(c, Collective::all_gather, world, shard_padded(n, 16) * 2); }
+  double rs(double n) const {
+    const double flatten = 16 * std::max(kDsCopyLaunch, 2.0 * n * 2 / 16 / (c.memory_bandwidth_gbs * 1e9));
+    return flatten + collective_seconds(c, Collective::reduce_scatter, world, shard_padded(n, 16) * 2);
+  }
+  // One reduce-scatter per tensor: 12 per block, ln_f's two, the embeddings' two.
+  double reductions(double layers, double h, double wte, double wpe) const {
+    double s = 2 * rs(h) + rs(wte) + rs(wpe);
+    for (double n : {h, h, 3 * h * h, 3 * h, h * h, h, h, h, 4 * h * h, 4 * h, 4 * h * h, h}) s += layers * rs(n);
+    return s;
+  }
+  // The tensors under the 1e5-element persistence threshold: per block both norms' two,
+  // the four biases; ln_f's two.
+  double persistent(double layers, double h) const {
+    return layers * (6 * ag(h) + ag(3 * h) + ag(4 * h)) + 2 * ag(h);
+  }
+  Prediction predict(const mics::model::ModelConfig& m, Strategy s = Strategy::zero3, int accumulation = 1) const {
+    Workload w;
+    w.model = m;
+    w.global_batch = 16 * accumulation;
+    w.recompute = true;
+    w.baseline = Baseline::deepspeed_0_5_6;
+    return mics::planner::predict(c, w, {s, 16, 8, 16, false});
+  }
+};
+
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(deepspeed_baseline_moves_each_tensor_by_itself) {
   // gpt(2, 512): every weight matrix and both embeddings are above the 1e5-element
-  // persistence threshold, every bias and norm below it.
-  const Cluster c = gpu_cluster();
-  Workload w;
-  w.model = gpt(2, 512);
-  w.global_batch = 16;
-  w.recompute = true;
-  w.baseline = Baseline::deepspeed_0_5_6;
-  const Layout l{Strategy::zero3, 16, 8, 16, false};
-  const GroupShape world{16, 8, 8};
+  // persistence threshold, every bias and norm below it. The whole micro-step's trace is
+  // under stage3_max_reuse_distance (1e9 elements), so each sub-module keeps its tensors
+  // until it last runs: the forward gathers each once; the tied head's last run (its
+  // backward) releases the embedding's matrix, which the embedding's backward gathers again.
+  // After the optimizer step the persistent tensors are gathered again, one by one.
+  const DsCosts d;
   const double h = 512, wte = 50304 * h, wpe = 1024 * h;
-  const auto ag = [&](double n) { return collective_seconds(c, Collective::all_gather, world, shard_padded(n, 16) * 2); };
-  const auto rs = [&](double n) {
-    return 16 * kDsCopyLaunch + collective_seconds(c, Collective::reduce_scatter, world, shard_padded(n, 16) * 2);
-  };
-  // Forward: embeddings, four weights per block, the tied head's embedding again; the
-  // recomputed forward gathers each block once more, the backward the embeddings.
-  double expected = 2 * (ag(wte) + ag(wpe)) + ag(wte);
-  for (int b = 0; b < 2; ++b) expected += 2 * (ag(3 * h * h) + ag(h * h) + 2 * ag(4 * h * h));
-  // One reduce-scatter per tensor: 12 per block, ln_f's two, the embeddings' two.
-  for (int b = 0; b < 2; ++b)
-    for (double n : {h, h, 3 * h * h, 3 * h, h * h, h, h, h, 4 * h * h, 4 * h, 4 * h * h, h}) expected += rs(n);
-  expected += 2 * rs(h) + rs(wte) + rs(wpe);
-  const Prediction p = predict(c, w, l);
+  double expected = d.ag(wte) + d.ag(wpe) + d.ag(wte) + d.reductions(2, h, wte, wpe) + d.persistent(2, h);
+  for (int b = 0; b < 2; ++b) expected += d.ag(3 * h * h) + d.ag(h * h) + 2 * d.ag(4 * h * h);
+  const Prediction p = d.predict(gpt(2, 512));
   BOOST_TEST(p.baseline == Baseline::deepspeed_0_5_6);
   BOOST_TEST(p.partition_comm_s == expected, tt::tolerance(1e-9));
   BOOST_TEST(p.step_s >= p.compute_s + p.optimizer_s);
   BOOST_TEST(p.partition_exposed_s <= p.partition_comm_s * (1 + 1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(deepspeed_zero3_regathers_what_is_beyond_the_reuse_distance) {
+  // gpt(2, 10240): from a block's recomputed forward to its backward, fc_2 is 0 elements
+  // away and fc_1 8 h^2 + 2 h (under 1e9: kept), the attention output 16 h^2 + ... and qkv
+  // 18 h^2 + ... (over 1e9: released and gathered again). Nothing survives from the
+  // forward to the recomputation (the head's 2 x 50304 h lie between), so each block is
+  // gathered 12 h^2 (forward) + 12 h^2 (recomputation) + 4 h^2 (backward); the embedding's
+  // matrix three times (forward, the head, the embedding's backward), the positions twice.
+  const DsCosts d;
+  const double h = 10240, wte = 50304 * h, wpe = 1024 * h;
+  double expected = 3 * d.ag(wte) + 2 * d.ag(wpe) + d.reductions(2, h, wte, wpe) + d.persistent(2, h);
+  for (int b = 0; b < 2; ++b) expected += 2 * (d.ag(3 * h * h) + d.ag(h * h) + 2 * d.ag(4 * h * h)) + d.ag(3 * h * h) + d.ag(h * h);
+  const Prediction p = d.predict(gpt(2, 10240));
+  BOOST_TEST(p.partition_comm_s == expected, tt::tolerance(1e-9));
+}
+
+BOOST_AUTO_TEST_CASE(deepspeed_zero3_regathers_persistent_tensors_after_the_first_micro_step) {
+  // Two micro-steps: the first finds the persistent tensors that _post_step gathered; the
+  // backward releases every tensor, so the second gathers each persistent one once more;
+  // then _post_step again. Everything else repeats: twice the one-micro-step figure.
+  const DsCosts d;
+  const double h = 512, wte = 50304 * h, wpe = 1024 * h;
+  double one = 2 * d.ag(wte) + d.ag(wpe) + d.reductions(2, h, wte, wpe);
+  for (int b = 0; b < 2; ++b) one += d.ag(3 * h * h) + d.ag(h * h) + 2 * d.ag(4 * h * h);
+  const Prediction p = d.predict(gpt(2, 512), Strategy::zero3, 2);
+  BOOST_TEST(p.partition_comm_s == 2 * one + 2 * d.persistent(2, h), tt::tolerance(1e-9));
+}
+
+BOOST_AUTO_TEST_CASE(deepspeed_zero3_takes_each_fetched_sub_modules_norms) {
+  // Every run of a sub-module reads its own parameters once for param.norm(): per
+  // micro-step the forward, the recomputation and the backward of each block
+  // (12 h^2 + 13 h elements), the embedding's two tensors twice, ln_f twice (not the tied
+  // head, whose matrix is the embedding's), in fp16 at 2000 GB/s. ZeRO-2 has no such reads.
+  const DsCosts d;
+  const double h = 512, L = 2, wte = 50304 * h, wpe = 1024 * h;
+  const double elements = 3 * L * (12 * h * h + 13 * h) + 2 * (wte + wpe) + 4 * h;
+  const Prediction z3 = d.predict(gpt(2, 512)), z2 = d.predict(gpt(2, 512), Strategy::zero2);
+  BOOST_TEST(z3.compute_s - z2.compute_s == elements * 2 / 2000e9, tt::tolerance(1e-6));
+}
+
+BOOST_AUTO_TEST_CASE(deepspeed_reduce_scatter_flattening_is_launch_or_memory_bound) {
+  // W copy kernels: short slices cost their launches, long ones their bytes read and
+  // written at memory bandwidth (2000 GB/s in gpu_cluster()).
+  const Cluster c = gpu_cluster();
+  BOOST_TEST(ds_flatten_seconds(c, 512, 1e6) == 512 * kDsCopyLaunch, tt::tolerance(1e-12));
+  BOOST_TEST(ds_flatten_seconds(c, 16, 8e9) == 2 * 8e9 / 2000e9, tt::tolerance(1e-12));
 }
 
 BOOST_AUTO_TEST_CASE(deepspeed_baseline_touches_only_zero_layouts_and_hides_no_zero2_reduce) {

@@ -9,7 +9,14 @@
 //    fetch blocks: the coordinator waits on its handles and calls torch.cuda.synchronize(),
 //    which also waits for the gradient reductions in flight on the reduction stream;
 //  - one NCCL all-gather per parameter tensor, in the 2-byte compute type;
-//  - tensors under stage3_param_persistence_threshold (1e5 elements) stay gathered;
+//  - tensors under stage3_param_persistence_threshold (1e5 elements) stay gathered within
+//    a micro-step, but _partition_all_parameters releases them with the rest after every
+//    backward (release_and_reset_parameter, stage3.py lines 503-510, makes no exception):
+//    every micro-step but the first after a step gathers each again on first use, and
+//    _post_step (lines 2764-2766) gathers them all again after the optimizer, exposed;
+//  - every fetch evaluates a debug f-string holding param.norm() of each of the
+//    sub-module's own parameters (line 456), printed or not: a read of the gathered
+//    tensors on the compute stream at every run of every sub-module;
 //  - after a fetch, when nothing is in flight, the next tensors in trace order are
 //    prefetched until stage3_prefetch_bucket_size (5e7 elements) is reached; launching
 //    each calls torch.cuda.synchronize() first, so only the last overlaps compute;
@@ -17,9 +24,18 @@
 //    reduce_bucket_size (5e8 elements), on a second stream, every micro-step, through
 //    torch.distributed.reduce_scatter's list form, which PyTorch's ProcessGroupNCCL
 //    serves by copying each of the W input slices into one flat buffer first: W copies
-//    on the communication stream per tensor (kDsCopyLaunch each);
-//  - with activation checkpointing the recomputed forward gathers a block again and the
-//    backward reuses those tensors (stage3_max_reuse_distance, 1e9 elements).
+//    on the communication stream per tensor (ds_flatten_seconds);
+//  - after a sub-module runs, its tensors stay gathered only when the same sub-module runs
+//    again in this micro-step with fewer than stage3_max_reuse_distance (1e9) elements of
+//    sub-modules (repeats counted) in between (stage3.py _keep_for_later, lines 512-520;
+//    _distance_in_numel, lines 283-291); so with activation checkpointing a block's
+//    recomputed forward gathers it again, and its backward gathers again whatever is
+//    further than that from its recomputation (at width 10240: qkv and the attention
+//    output, 18 h^2 and 16 h^2 elements away; fc_1 and fc_2 stay). A small model keeps
+//    every tensor from the forward on. Everything is released after each backward
+//    (_partition_all_parameters, line 2988);
+//  - nothing is prefetched while stage3_max_live_parameters (1e9) elements or more are
+//    gathered or in flight (prefetch_next_sub_modules, line 356);
 // ZeRO-2
 //  - overlap_comm is off by default: each gradient bucket (5e8 elements) is reduced on
 //    the compute stream, every micro-step, as one NCCL reduce per owning rank;
@@ -37,10 +53,20 @@ constexpr double kDsPrefetchBucket = 5e7;
 constexpr double kDsReduceBucket = 5e8;
 constexpr double kDsAllgatherBucket = 5e8;
 constexpr double kDsPersistenceThreshold = 1e5;
+constexpr double kDsMaxLiveParameters = 1e9;  // stage3_max_live_parameters, constants.py line 99
+constexpr double kDsMaxReuseDistance = 1e9;   // stage3_max_reuse_distance, constants.py line 103
 // Seconds per short copy kernel launched back to back: NVIDIA's "Getting Started with CUDA
 // Graphs" (developer.nvidia.com/blog/cuda-graphs, 2019) measures 3.8 us per short kernel
 // including its launch overhead.
 constexpr double kDsCopyLaunch = 3.8e-6;
+
+// One reduce-scatter's flattening in PyTorch's ProcessGroupNCCL::reduce_scatter (the list
+// form DeepSpeed 0.5.6 calls, partition_parameters.py line 1110): before the collective,
+// on the communication stream, each of the W input slices is copied into one flat buffer
+// (torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp, reduce_scatter's pre-processing
+// copies). W kernels, each the longer of its launch (kDsCopyLaunch) and its bytes read
+// and written at the device's memory bandwidth.
+double ds_flatten_seconds(const Cluster& c, int world, double bytes);
 
 struct BaselineTimes {
   double step_s = 0, compute_s = 0, optimizer_s = 0;
