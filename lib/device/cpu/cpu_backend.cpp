@@ -163,6 +163,33 @@ MICS_VECTOR_CLONES T row_exp_inplace(T* row, std::int64_t n, T shift) {
   }
   return z;
 }
+// Attention rows (see attention_forward). The first n of width scores are live, the rest
+// masked and written as 0 so that the GEMMs over the whole block add nothing for them.
+// Forward: the scaled scores into exp(s - max) in place, their log-sum-exp into *lse;
+// returns 1/sum, which the caller applies to the output row instead of to the width scores.
+template <class T>
+MICS_VECTOR_CLONES T attn_row_exp(T* row, std::int64_t n, std::int64_t width, T* lse) {
+  const T m = row_max(row, n);
+  const T z = row_exp_inplace(row, n, m);
+  *lse = static_cast<T>(static_cast<double>(m) + std::log(static_cast<double>(z)));
+  for (std::int64_t j = n; j < width; ++j) row[j] = 0;
+  return T(1) / z;
+}
+// Backward: the recomputed scores into probabilities with the forward's log-sum-exp.
+template <class T>
+MICS_VECTOR_CLONES void attn_row_prob(T* row, std::int64_t n, std::int64_t width, T lse) {
+#pragma omp simd
+  for (std::int64_t j = 0; j < n; ++j) row[j] = exp_vec(row[j] - lse);
+  for (std::int64_t j = n; j < width; ++j) row[j] = 0;
+}
+// Backward: dS = P * (dP - rowsum(P * dP)) * scale in place of dP, the row sum given.
+template <class T>
+MICS_VECTOR_CLONES void attn_row_dscore(T* dp, const T* p, std::int64_t n, std::int64_t width,
+                                        T rowsum, T sc) {
+#pragma omp simd
+  for (std::int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - rowsum) * sc;
+  for (std::int64_t j = n; j < width; ++j) dp[j] = 0;
+}
 // One LayerNorm row: statistics in f64, written out in T.
 template <class T>
 MICS_VECTOR_CLONES void layernorm_row(T* __restrict o, T* mean, T* rstd, const T* __restrict x,
@@ -692,12 +719,17 @@ public:
   // layer and sequence kept for the backward pass. A block row holds all of its keys, so
   // its softmax is exact in one pass (no running rescale), and the causal blocks skip the
   // keys after their last row (about half of the score and P V products). `saved` keeps
-  // one float per (row, head), the shift the softmax subtracted (the row's maximum,
-  // rounded to float); the backward pass recomputes each block's probabilities with it
-  // and so gets the forward's bits without searching the maximum again.
+  // one T per (row, head), the row's log-sum-exp of the scaled scores: the backward pass
+  // turns a recomputed score block into probabilities with one exp per entry, without
+  // searching the maximum or summing again. The passes over the kQueryBlock x keys blocks
+  // are what costs beside the GEMMs, so each block is touched as few times as possible: the
+  // forward scales the kQueryBlock x HS output by 1/z instead of normalising P, and the
+  // backward takes rowsum(P * dP) as dO . O (HS terms) instead of a pass over the block.
   static constexpr std::int64_t kQueryBlock = 64;
-  std::size_t attention_saved_bytes(DType, const AttentionShape& s) const override {
-    return sizeof(float) * static_cast<std::size_t>(s.B * s.NH * s.T);
+  std::size_t attention_saved_bytes(DType dt, const AttentionShape& s) const override {
+    // f64 keeps the log-sum-exp in f64: a float one would leave P off by 1e-7 relative.
+    const std::size_t each = dt == DType::f64 ? sizeof(double) : sizeof(float);
+    return each * static_cast<std::size_t>(s.B * s.NH * s.T);
   }
 
   void attention_forward(DType dt, const AttentionShape& s, void* out, void* saved,
@@ -716,47 +748,25 @@ public:
         T* S = work.data() + static_cast<std::int64_t>(omp_get_thread_num()) * kQueryBlock * T_;
         const T* q = static_cast<const T*>(qkv) + b * T_ * C3 + h * s.HS;
         T* o = static_cast<T*>(out) + (b * T_ + q0) * C + h * s.HS;
-        float* shift = static_cast<float*>(saved) + bh * T_ + q0;
+        T* lse = static_cast<T*>(saved) + bh * T_ + q0;
+        T inv_z[kQueryBlock];
         gemm(dt, false, true, rows, keys, s.HS, scale, q + q0 * C3, C3, q + C, C3, 0.0, S, keys);
-        softmax_rows<T>(S, rows, keys, s.causal ? q0 : -1, nullptr, shift);
+        for (std::int64_t i = 0; i < rows; ++i)
+          inv_z[i] = attn_row_exp(S + i * keys, causal_width(s.causal, q0, i, keys), keys, &lse[i]);
         gemm(dt, false, false, rows, s.HS, keys, 1.0, S, keys, q + 2 * C, C3, 0.0, o, C);
+        for (std::int64_t i = 0; i < rows; ++i)
+          for (std::int64_t d = 0; d < s.HS; ++d) o[i * C + d] *= inv_z[i];
       }
     });
   }
-  // Row i of a rows x width block of scores into probabilities. With causal_row0 >= 0 the
-  // block's first row is query causal_row0 and row i sees keys 0 .. causal_row0 + i; the
-  // keys after that get probability 0. The shift subtracted before exp is known[i], or,
-  // when known is null, the row maximum rounded to float, stored into found[i].
-  template <class T>
-  static void softmax_rows(T* P, std::int64_t rows, std::int64_t width, std::int64_t causal_row0,
-                           const float* known, float* found) {
-    for (std::int64_t i = 0; i < rows; ++i) {
-      T* row = P + i * width;
-      const std::int64_t n = causal_row0 >= 0 ? std::min(width, causal_row0 + i + 1) : width;
-      if (known == nullptr) found[i] = static_cast<float>(row_max(row, n));
-      const T m = static_cast<T>(known != nullptr ? known[i] : found[i]);
-      const T z = row_exp_inplace(row, n, m);
-      const T inv = T(1) / z;
-      for (std::int64_t j = 0; j < n; ++j) row[j] *= inv;
-      for (std::int64_t j = n; j < width; ++j) row[j] = 0;
-    }
-  }
-  // dS = P * (dP - rowsum(P * dP)) * scale, in place of dP (masked entries have P = 0).
-  template <class T>
-  static void softmax_backward_rows(const T* P, T* dP, std::int64_t rows, std::int64_t width, T sc) {
-    for (std::int64_t i = 0; i < rows; ++i) {
-      const T* pr = P + i * width;
-      T* dr = dP + i * width;
-      T dot = 0;
-#pragma omp simd reduction(+ : dot)
-      for (std::int64_t j = 0; j < width; ++j) dot += pr[j] * dr[j];
-      for (std::int64_t j = 0; j < width; ++j) dr[j] = pr[j] * (dr[j] - dot) * sc;
-    }
+  // How many keys row i of a block starting at query q0 sees (the rest are masked).
+  static std::int64_t causal_width(bool causal, std::int64_t q0, std::int64_t i, std::int64_t keys) {
+    return causal ? std::min(keys, q0 + i + 1) : keys;
   }
   // Per (b, h), its query blocks in order: dK and dV gather the blocks' contributions in a
   // fixed order (beta = 1 after zeroing), so the result does not depend on the threads.
   void attention_backward(DType dt, const AttentionShape& s, void* dqkv, const void* dout,
-                          const void* qkv, const void*, const void* saved) override {
+                          const void* qkv, const void* out, const void* saved) override {
     dispatch("attention_backward", dt, [&](auto tag) {
       using T = decltype(tag);
       const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C, HS = s.HS;
@@ -766,30 +776,46 @@ public:
       for (std::int64_t bh = 0; bh < s.B * s.NH; ++bh) {
         const std::int64_t b = bh / s.NH, h = bh % s.NH;
         T* P = work.data() + static_cast<std::int64_t>(omp_get_thread_num()) * 2 * kQueryBlock * T_;
-        T* dP = P + kQueryBlock * T_;
-        const T* q = static_cast<const T*>(qkv) + b * T_ * C3 + h * HS;
-        const T* k = q + C;
-        const T* v = q + 2 * C;
-        T* dq = static_cast<T*>(dqkv) + b * T_ * C3 + h * HS;
-        T* dk = dq + C;
-        T* dv = dq + 2 * C;
-        const T* dO = static_cast<const T*>(dout) + b * T_ * C + h * HS;
-        for (std::int64_t t = 0; t < T_; ++t)
-          for (std::int64_t d = 0; d < HS; ++d) dk[t * C3 + d] = dv[t * C3 + d] = 0;
-        for (std::int64_t q0 = 0; q0 < T_; q0 += kQueryBlock) {
-          const std::int64_t rows = std::min(kQueryBlock, T_ - q0), keys = s.causal ? q0 + rows : T_;
-          const float* shift = static_cast<const float*>(saved) + bh * T_ + q0;  // the forward's
-          gemm(dt, false, true, rows, keys, HS, scale, q + q0 * C3, C3, k, C3, 0.0, P, keys);
-          softmax_rows<T>(P, rows, keys, s.causal ? q0 : -1, shift, nullptr);
-          // dV += P^T dO ; dP = dO V^T ; dS ; dQ = dS K ; dK += dS^T Q
-          gemm(dt, true, false, keys, HS, rows, 1.0, P, keys, dO + q0 * C, C, 1.0, dv, C3);
-          gemm(dt, false, true, rows, keys, HS, 1.0, dO + q0 * C, C, v, C3, 0.0, dP, keys);
-          softmax_backward_rows<T>(P, dP, rows, keys, static_cast<T>(scale));
-          gemm(dt, false, false, rows, HS, keys, 1.0, dP, keys, k, C3, 0.0, dq + q0 * C3, C3);
-          gemm(dt, true, false, keys, HS, rows, 1.0, dP, keys, q + q0 * C3, C3, 1.0, dk, C3);
-        }
+        const std::int64_t qo = b * T_ * C3 + h * HS, oo = b * T_ * C + h * HS;
+        attention_backward_head<T>(s, scale, P, P + kQueryBlock * T_, static_cast<const T*>(qkv) + qo,
+                                   static_cast<T*>(dqkv) + qo, static_cast<const T*>(dout) + oo,
+                                   static_cast<const T*>(out) + oo,
+                                   static_cast<const T*>(saved) + bh * T_);
       }
     });
+  }
+  // One (b, h): q/dq point at its query columns of qkv/dqkv, dO/O at its columns of dout/out.
+  template <class T>
+  void attention_backward_head(const AttentionShape& s, double scale, T* P, T* dP, const T* q, T* dq,
+                               const T* dO, const T* O, const T* lse_all) {
+    const DType dt = sizeof(T) == sizeof(double) ? DType::f64 : DType::f32;
+    const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C, HS = s.HS;
+    const T* k = q + C;
+    const T* v = q + 2 * C;
+    T* dk = dq + C;
+    T* dv = dq + 2 * C;
+    for (std::int64_t t = 0; t < T_; ++t)
+      for (std::int64_t d = 0; d < HS; ++d) dk[t * C3 + d] = dv[t * C3 + d] = 0;
+    for (std::int64_t q0 = 0; q0 < T_; q0 += kQueryBlock) {
+      const std::int64_t rows = std::min(kQueryBlock, T_ - q0), keys = s.causal ? q0 + rows : T_;
+      gemm_serial(dt, false, true, rows, keys, HS, scale, q + q0 * C3, C3, k, C3, 0.0, P, keys);
+      for (std::int64_t i = 0; i < rows; ++i)
+        attn_row_prob(P + i * keys, causal_width(s.causal, q0, i, keys), keys, lse_all[q0 + i]);
+      // dV += P^T dO ; dP = dO V^T ; dS ; dQ = dS K ; dK += dS^T Q
+      gemm_serial(dt, true, false, keys, HS, rows, 1.0, P, keys, dO + q0 * C, C, 1.0, dv, C3);
+      gemm_serial(dt, false, true, rows, keys, HS, 1.0, dO + q0 * C, C, v, C3, 0.0, dP, keys);
+      for (std::int64_t i = 0; i < rows; ++i) {
+        // rowsum(P * dP) = sum_j P_ij (dO_i . v_j) = dO_i . O_i: HS terms instead of keys.
+        const T* dor = dO + (q0 + i) * C;
+        const T* orow = O + (q0 + i) * C;
+        T dot = 0;
+        for (std::int64_t d = 0; d < HS; ++d) dot += dor[d] * orow[d];
+        attn_row_dscore(dP + i * keys, P + i * keys, causal_width(s.causal, q0, i, keys), keys,
+                        dot, static_cast<T>(scale));
+      }
+      gemm_serial(dt, false, false, rows, HS, keys, 1.0, dP, keys, k, C3, 0.0, dq + q0 * C3, C3);
+      gemm_serial(dt, true, false, keys, HS, rows, 1.0, dP, keys, q + q0 * C3, C3, 1.0, dk, C3);
+    }
   }
 
   // --- cross-entropy ------------------------------------------------------------------------
