@@ -67,8 +67,9 @@ double activation_bytes(const model::ModelConfig& c, const MemoryInputs& in) {
   const double h = static_cast<double>(c.hidden), cb = in.compute_bytes;
   const double sb = in.compute_bytes == 8 ? 8.0 : 4.0;  // LayerNorm statistics, losses
   const double T = static_cast<double>(c.seq);
+  // Blocked attention keeps one log-sum-exp per (row, head), in f64 for f64 compute.
   const double scores = in.flash_attention
-                            ? 4.0 * static_cast<double>(in.micro_batch) * static_cast<double>(c.heads) * T
+                            ? sb * static_cast<double>(in.micro_batch) * static_cast<double>(c.heads) * T
                             : cb * static_cast<double>(in.micro_batch) * static_cast<double>(c.heads) * T * T;
   // ln1, qkv (3), atty, res2, ln2, fc (4), gelu (4), res3: 16 activations of n x h,
   // 4 LayerNorm statistics of n, and the attention's saved state.

@@ -300,7 +300,7 @@ MemoryInputs memory_inputs(const Cluster& c, const Workload& w) {
   in.reduce_bytes = w.reduce_bytes;
   in.micro_batch = w.micro_batch;
   in.recompute = w.recompute;
-  in.flash_attention = true;  // both backends keep 4 B per (row, head), no T x T scores
+  in.flash_attention = true;  // both backends keep one value per (row, head), no T x T scores
   in.workspace_bytes = c.workspace_gib * kGiB;
   return in;
 }
