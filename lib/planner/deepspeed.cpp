@@ -69,6 +69,20 @@ std::vector<bool> kept_after(const std::vector<Module>& trace) {
   return kept;
 }
 
+// One pass over `numel` fp16 elements at the device's memory bandwidth: `touches` = 1 for a
+// write (a fill), 2 for a read and a write (a copy, an in-place scale).
+double ds_pass_seconds(const Cluster& c, double numel, double touches) {
+  return c.memory_bandwidth_gbs > 0 ? touches * numel * kHalf / (c.memory_bandwidth_gbs * 1e9) : 0.0;
+}
+
+// contiguous_gradients is on by default (constants.py lines 64-65): the backward hook
+// copies each gradient into the reduction bucket on the compute stream (stage3.py lines
+// 1947-1953, stage2.py lines 808-815), except a tensor larger than the bucket, which is
+// reduced where it lies.
+double ds_bucket_copy_seconds(const Cluster& c, double numel) {
+  return numel > kDsReduceBucket ? 0.0 : ds_pass_seconds(c, numel, 2);
+}
+
 double ds_gather_seconds(const Cluster& c, const GroupShape& g, double n) {
   return collective_seconds(c, Collective::all_gather, g, shard_padded(n, g.size) * kHalf);
 }
@@ -123,9 +137,11 @@ private:
     for (const Tensor& t : m.params) n += t.numel;
     return n * kHalf / (c_.memory_bandwidth_gbs * 1e9);
   }
-  // One tensor's reduce-scatter, after the copies that flatten its list of slices.
+  // One tensor's reduction on the reduction stream: its share of the bucket's in-place
+  // division by W (average_tensor, stage3.py lines 1995-1996), the copies that flatten its
+  // list of slices, then the reduce-scatter.
   double reduce_s(double n) const {
-    return ds_flatten_seconds(c_, shape_.size, n * kHalf) +
+    return ds_pass_seconds(c_, n, 2) + ds_flatten_seconds(c_, shape_.size, n * kHalf) +
            collective_seconds(c_, Collective::reduce_scatter, shape_, shard_padded(n, shape_.size) * kHalf);
   }
   static bool persistent(const Tensor& t) { return t.numel < kDsPersistenceThreshold; }
@@ -197,6 +213,9 @@ private:
   }
   void bucket(const std::vector<Tensor>& params) {
     for (const Tensor& t : params) {
+      const double copy = ds_bucket_copy_seconds(c_, t.numel);
+      t_ += copy;
+      compute_ += copy;
       pending_s_ += reduce_s(t.numel);
       pending_numel_ += t.numel;
     }
@@ -229,8 +248,9 @@ private:
 // prefetch_next_sub_modules (stage3.py lines 349-370): only when nothing is in flight and
 // fewer than stage3_max_live_parameters elements are gathered; then the tensors not yet
 // gathered, in trace order from this sub-module on, until stage3_prefetch_bucket_size
-// elements. Each launch (_allgather_param) first calls torch.cuda.synchronize(), so only
-// the last one overlaps compute.
+// elements. Each launch (_allgather_param, partition_parameters.py lines 870-878) first
+// fills the whole gather buffer with torch.zeros on the compute stream, then calls
+// torch.cuda.synchronize(), so only the last gather overlaps compute.
 void Zero3Walk::prefetch(std::size_t i) {
   if (!in_flight_.empty() || live_ >= kDsMaxLiveParameters) return;
   double numel = 0;
@@ -238,6 +258,9 @@ void Zero3Walk::prefetch(std::size_t i) {
     const auto [place, key] = *wanted_.begin();
     if (place.first < i) break;  // cannot happen: a run fetches what it still lacks
     const Tensor& t = (*trace_)[place.first].params[place.second];
+    const double fill = ds_pass_seconds(c_, t.numel, 1);
+    t_ += fill;
+    compute_ += fill;
     device_wait();
     launch(gather_s(t.numel));
     gathered(key, State::in_flight);
@@ -306,11 +329,24 @@ BaselineTimes zero3(const Cluster& c, const Workload& w, const Layout& l, int ac
   return r;
 }
 
+// The gradient passes ZeRO-2 makes on the compute stream every micro-step (overlap_comm
+// is off): each tensor copied into the bucket, then each bucket divided by W in place
+// before its reduces (stage2.py average_tensor, line 929).
+double zero2_gradient_passes_s(const Cluster& c, const std::vector<Module>& trace) {
+  double s = 0;
+  std::set<int> seen;
+  for (const Module& m : trace)
+    for (const Tensor& t : m.params)
+      if (seen.insert(t.key).second) s += ds_bucket_copy_seconds(c, t.numel) + ds_pass_seconds(c, t.numel, 2);
+  return s;
+}
+
 // ZeRO-2: compute, then per micro-step every bucket reduced on the compute stream (one
 // ring reduce per owning rank: the whole slice crosses every link, n/(n-1) of a
 // reduce-scatter's volume), then after the optimizer the exposed all-gathers.
 BaselineTimes zero2(const Cluster& c, const Workload& w, const Layout& l, int accumulation) {
   const ComputeSplit s = compute_split(c, w, l);
+  const double passes = zero2_gradient_passes_s(c, zero3_trace(w, s));
   const GroupShape shape{l.world, std::min(l.world, l.ranks_per_node), l.ranks_per_node};
   const double n = l.world, params = bucket_sizes(w.model).parameters();
   const double L = static_cast<double>(w.model.layers);
@@ -324,7 +360,7 @@ BaselineTimes zero2(const Cluster& c, const Workload& w, const Layout& l, int ac
   const double gather = shards * collective_seconds(c, Collective::all_gather, shape, params / shards * kHalf);
   BaselineTimes r;
   r.optimizer_s = optimizer_seconds(c, w.model, l.p);
-  r.compute_s = micro_compute * accumulation;
+  r.compute_s = (micro_compute + passes) * accumulation;
   r.comm_s = reduce * accumulation + gather;
   r.exposed_s = r.comm_s;
   r.step_s = r.compute_s + r.comm_s + r.optimizer_s;

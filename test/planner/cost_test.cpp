@@ -316,9 +316,11 @@ struct DsCosts {
   Cluster c = gpu_cluster();
   GroupShape world{16, 8, 8};
   double ag(double n) const { return collective_seconds(c, Collective::all_gather, world, shard_padded(n, 16) * 2); }
+  // The bucket's division by W (read and write), the flattening copies, the collective.
   double rs(double n) const {
+    const double divide = 2.0 * n * 2 / (c.memory_bandwidth_gbs * 1e9);
     const double flatten = 16 * std::max(kDsCopyLaunch, 2.0 * n * 2 / 16 / (c.memory_bandwidth_gbs * 1e9));
-    return flatten + collective_seconds(c, Collective::reduce_scatter, world, shard_padded(n, 16) * 2);
+    return divide + flatten + collective_seconds(c, Collective::reduce_scatter, world, shard_padded(n, 16) * 2);
   }
   // One reduce-scatter per tensor: 12 per block, ln_f's two, the embeddings' two.
   double reductions(double layers, double h, double wte, double wpe) const {
@@ -388,16 +390,45 @@ BOOST_AUTO_TEST_CASE(deepspeed_zero3_regathers_persistent_tensors_after_the_firs
   BOOST_TEST(p.partition_comm_s == 2 * one + 2 * d.persistent(2, h), tt::tolerance(1e-9));
 }
 
-BOOST_AUTO_TEST_CASE(deepspeed_zero3_takes_each_fetched_sub_modules_norms) {
-  // Every run of a sub-module reads its own parameters once for param.norm(): per
-  // micro-step the forward, the recomputation and the backward of each block
-  // (12 h^2 + 13 h elements), the embedding's two tensors twice, ln_f twice (not the tied
-  // head, whose matrix is the embedding's), in fp16 at 2000 GB/s. ZeRO-2 has no such reads.
+BOOST_AUTO_TEST_CASE(deepspeed_zero3_memory_passes_on_the_compute_stream) {
+  // fp16 at 2000 GB/s. ZeRO-3's compute stream, beyond ZeRO-2's:
+  //  - param.norm() at every run of a sub-module, a read of its own parameters: per
+  //    micro-step the forward, the recomputation and the backward of each block
+  //    (12 h^2 + 13 h elements), the embedding's two tensors twice, ln_f twice (not the
+  //    tied head, whose matrix is the embedding's);
+  //  - torch.zeros over each prefetched tensor, a write: the embedding's fetch gathers its
+  //    two tensors itself, then prefetches every block matrix (24 h^2, under the 5e7
+  //    bucket); the embedding's backward finds its matrix prefetched after the head's
+  //    backward released it.
+  // Both copy every gradient into the bucket (the same reads and writes); ZeRO-2 also
+  // divides each bucket on the compute stream, ZeRO-3 on its reduction stream.
   const DsCosts d;
   const double h = 512, L = 2, wte = 50304 * h, wpe = 1024 * h;
-  const double elements = 3 * L * (12 * h * h + 13 * h) + 2 * (wte + wpe) + 4 * h;
+  const double norms = 3 * L * (12 * h * h + 13 * h) + 2 * (wte + wpe) + 4 * h;
+  const double fills = 24 * h * h + wte;
+  const double divides = 2 * (wte + wpe + L * (12 * h * h + 13 * h) + 2 * h);
   const Prediction z3 = d.predict(gpt(2, 512)), z2 = d.predict(gpt(2, 512), Strategy::zero2);
-  BOOST_TEST(z3.compute_s - z2.compute_s == elements * 2 / 2000e9, tt::tolerance(1e-6));
+  BOOST_TEST(z3.compute_s - z2.compute_s == (norms + fills - divides) * 2 / 2000e9, tt::tolerance(1e-6));
+}
+
+BOOST_AUTO_TEST_CASE(deepspeed_copies_each_gradient_into_its_bucket_unless_it_is_larger) {
+  // ZeRO-2's compute stream per micro-step beyond its compute: every gradient copied into
+  // the bucket (read and write) and divided in place (read and write); a tensor over the
+  // 5e8-element bucket is divided but not copied. gpt(1, 10240): the embedding's matrix,
+  // 50304 x 10240 = 5.15e8 elements, is the only one over it.
+  const DsCosts d;
+  const double h = 10240, wte = 50304 * h, wpe = 1024 * h, block = 12 * h * h + 13 * h;
+  const double copied = wpe + block + 2 * h, all = copied + wte;
+  const Prediction z2 = d.predict(gpt(1, 10240), Strategy::zero2);
+  Cluster fast = d.c;
+  fast.memory_bandwidth_gbs = 0;  // no memory-bound terms at all
+  Workload w;
+  w.model = gpt(1, 10240);
+  w.global_batch = 16;
+  w.recompute = true;
+  w.baseline = Baseline::deepspeed_0_5_6;
+  const Prediction none = predict(fast, w, {Strategy::zero2, 16, 8, 16, false});
+  BOOST_TEST(z2.compute_s - none.compute_s == (2 * copied + 2 * all) * 2 / 2000e9, tt::tolerance(1e-6));
 }
 
 BOOST_AUTO_TEST_CASE(deepspeed_reduce_scatter_flattening_is_launch_or_memory_bound) {

@@ -19,12 +19,18 @@
 //    tensors on the compute stream at every run of every sub-module;
 //  - after a fetch, when nothing is in flight, the next tensors in trace order are
 //    prefetched until stage3_prefetch_bucket_size (5e7 elements) is reached; launching
-//    each calls torch.cuda.synchronize() first, so only the last overlaps compute;
+//    each fills its gather buffer with torch.zeros on the compute stream and calls
+//    torch.cuda.synchronize() (partition_parameters.py lines 870-878), so only the last
+//    overlaps compute;
 //  - gradients are reduce-scattered one tensor at a time, in buckets of
 //    reduce_bucket_size (5e8 elements), on a second stream, every micro-step, through
 //    torch.distributed.reduce_scatter's list form, which PyTorch's ProcessGroupNCCL
 //    serves by copying each of the W input slices into one flat buffer first: W copies
-//    on the communication stream per tensor (ds_flatten_seconds);
+//    on the communication stream per tensor (ds_flatten_seconds); each bucket is first
+//    divided by W in place on that stream (average_tensor, stage3.py lines 1995-1996);
+//  - contiguous_gradients (on by default, constants.py line 65): the backward hook copies
+//    each gradient into the bucket on the compute stream (stage3.py lines 1947-1953),
+//    unless the tensor is larger than the bucket;
 //  - after a sub-module runs, its tensors stay gathered only when the same sub-module runs
 //    again in this micro-step with fewer than stage3_max_reuse_distance (1e9) elements of
 //    sub-modules (repeats counted) in between (stage3.py _keep_for_later, lines 512-520;
@@ -38,7 +44,9 @@
 //    gathered or in flight (prefetch_next_sub_modules, line 356);
 // ZeRO-2
 //  - overlap_comm is off by default: each gradient bucket (5e8 elements) is reduced on
-//    the compute stream, every micro-step, as one NCCL reduce per owning rank;
+//    the compute stream, every micro-step, as one NCCL reduce per owning rank, after
+//    each gradient is copied into it (contiguous_gradients, stage2.py lines 808-815) and
+//    it is divided by W in place (line 929), both on the compute stream;
 //  - after the optimizer step the 2-byte parameters are all-gathered in shards of
 //    allgather_bucket_size (5e8 elements), exposed.
 // All collectives are over one communicator (the world), priced by collective_cost.hpp,
