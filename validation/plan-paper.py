@@ -155,14 +155,19 @@ def check(path, out):
     return not bad
 
 
-eff, out, extra = table()
-if check_file:
-    sys.exit(0 if check(check_file, out) else 1)
-common = (f"batch {BATCH_PER_GPU}/GPU, micro-batch {MICRO}, recomputation {'on' if RECOMPUTE == 'true' else 'off'}, "
-          f"bf16 gradient reduce (engine)")
-print(f"compute_efficiency fitted to row 1: {eff:.4f} of dense peak (FLOPs with recomputation); {common}\n")
-print("| # | figure (paper) | paper | prediction | difference | goal | layout |")
-print("|---|---|---|---|---|---|---|")
-for i, r in enumerate(out, 1):
-    print(f"| {i} | " + " | ".join(r) + " |")
-print("\n" + extra)
+def main():
+    eff, out, extra = table()
+    if check_file:
+        sys.exit(0 if check(check_file, out) else 1)
+    common = (f"batch {BATCH_PER_GPU}/GPU, micro-batch {MICRO}, recomputation {'on' if RECOMPUTE == 'true' else 'off'}, "
+              f"bf16 gradient reduce (engine)")
+    print(f"compute_efficiency fitted to row 1: {eff:.4f} of dense peak (FLOPs with recomputation); {common}\n")
+    print("| # | figure (paper) | paper | prediction | difference | goal | layout |")
+    print("|---|---|---|---|---|---|---|")
+    for i, r in enumerate(out, 1):
+        print(f"| {i} | " + " | ".join(r) + " |")
+    print("\n" + extra)
+
+
+if __name__ == "__main__":
+    main()
