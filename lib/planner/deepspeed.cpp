@@ -189,7 +189,8 @@ private:
     comm_ += seconds;
   }
   // fetch_sub_module: the blocking gather of what is neither gathered nor in flight, then
-  // a wait when anything of this sub-module was fetched or in flight.
+  // a wait when anything of this sub-module was fetched or in flight. This path
+  // (_allgather_params_coalesced) allocates with torch.empty: no fill, unlike a prefetch.
   void fetch(std::size_t i) {
     bool wait = false;
     for (const Tensor& t : (*trace_)[i].params) {
