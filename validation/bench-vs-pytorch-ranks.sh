@@ -7,6 +7,9 @@
 #   ddp    mics --strategy ddp                      vs DistributedDataParallel
 #   zero3  mics --strategy zero3                    vs FSDP2 fully_shard, 1-D mesh of 4
 #   mics2  mics --strategy mics --partition-size 2  vs FSDP2 hybrid, (replicate 2, shard 2)
+# and, on request (PAIRS), ddpflat: mics --strategy ddp --hierarchical-all-reduce false
+# (one flat ring over the 4 ranks instead of the two-level all-reduce) vs DDP; with
+# PAIRS="ddp ddpflat" SIDES=mics it is an interleaved A/B of mics's two all-reduces.
 # Both sides are launched the same way: scripts/emu-cluster.sh starts 2 nodes (network
 # namespaces) of 2 ranks under one mpirun, so both cross the same shaped links between the
 # nodes (PyTorch's gloo meets at node 1's address). Model: char-gpt at 4 x 256, 4 heads,
@@ -24,7 +27,8 @@
 # Needs root (network namespaces), iproute2, Open MPI and a CPU build of mics.
 #
 # Environment: RATE (1gbit), STEPS (8), WARMUP (3), REPEAT (3), GLOBAL_BATCH (8),
-# MICRO_BATCH (1), THREADS (1), PAIRS ("ddp zero3 mics2"), BUSY (0: background busy
+# MICRO_BATCH (1), THREADS (1), PAIRS ("ddp zero3 mics2"), SIDES ("mics torch"; one of
+# them alone runs only that side), BUSY (0: background busy
 # loops at nice 0 kept running through each round, the loaded condition), LABEL (quiet,
 # or busyN; names the condition in the outputs), OUT (validation/out/vs-pytorch-ranks),
 # WRAP (empty).
@@ -47,10 +51,11 @@ train=$build/bin/mics-train
 
 RATE=${RATE:-1gbit} STEPS=${STEPS:-8} WARMUP=${WARMUP:-3} REPEAT=${REPEAT:-3}
 GLOBAL_BATCH=${GLOBAL_BATCH:-8} MICRO_BATCH=${MICRO_BATCH:-1} THREADS=${THREADS:-1}
-PAIRS=${PAIRS:-ddp zero3 mics2} BUSY=${BUSY:-0} WRAP=${WRAP:-}
+PAIRS=${PAIRS:-ddp zero3 mics2} SIDES=${SIDES:-mics torch} BUSY=${BUSY:-0} WRAP=${WRAP:-}
 if [ "$BUSY" -gt 0 ]; then LABEL=${LABEL:-busy$BUSY}; else LABEL=${LABEL:-quiet}; fi
 OUT=${OUT:-$root/validation/out/vs-pytorch-ranks}
-export RATE STEPS WARMUP REPEAT GLOBAL_BATCH MICRO_BATCH THREADS PAIRS BUSY LABEL OUT
+export RATE STEPS WARMUP REPEAT GLOBAL_BATCH MICRO_BATCH THREADS PAIRS SIDES BUSY LABEL OUT
+case $SIDES in "mics torch" | "torch mics" | mics | torch) ;; *) die "SIDES must be 'mics torch', mics or torch" ;; esac
 [ "$WARMUP" -lt "$STEPS" ] || die "WARMUP ($WARMUP) must be below STEPS ($STEPS)"
 NODES=2 RPN=2
 shape=(--layers 4 --hidden 256 --heads 4 --seq 128 --vocab 256)
@@ -60,13 +65,14 @@ load1() { cut -d' ' -f1 /proc/loadavg; }
 mics_args() {  # mics_args PAIR: mics-train's strategy options
   case $1 in
     ddp) echo --strategy ddp ;;
+    ddpflat) echo --strategy ddp --hierarchical-all-reduce false ;;
     zero3) echo --strategy zero3 ;;
     mics2) echo --strategy mics --partition-size 2 ;;
-    *) die "unknown pair '$1' (ddp, zero3, mics2)" ;;
+    *) die "unknown pair '$1' (ddp, ddpflat, zero3, mics2)" ;;
   esac
 }
 torch_layout() {
-  case $1 in ddp) echo ddp ;; zero3) echo fsdp ;; mics2) echo hsdp ;; esac
+  case $1 in ddp | ddpflat) echo ddp ;; zero3) echo fsdp ;; mics2) echo hsdp ;; esac
 }
 
 emu() {  # emu BASE PROGRAM...: PROGRAM on the emulated nodes; its output into BASE.log
@@ -130,9 +136,14 @@ run_round() {
   local round=$1 pairs i n pair first second
   start_busy
   read -r -a pairs <<< "$PAIRS"
+  read -r -a sides <<< "$SIDES"
   n=${#pairs[@]}
   for ((i = 0; i < n; i++)); do
     pair=${pairs[$(((i + round) % n))]}
+    if [ ${#sides[@]} -eq 1 ]; then
+      run_one "$round" "$pair" "${sides[0]}" 1
+      continue
+    fi
     if (((round + i) % 2)); then first=torch second=mics; else first=mics second=torch; fi
     run_one "$round" "$pair" "$first" 1
     run_one "$round" "$pair" "$second" 2

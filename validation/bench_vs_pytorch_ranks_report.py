@@ -16,6 +16,7 @@ import sys
 
 PAIRS = {
     "ddp": ("mics ddp", "PyTorch DDP"),
+    "ddpflat": ("mics ddp (flat ring all-reduce)", "PyTorch DDP"),
     "zero3": ("mics zero3", "FSDP2 fully_shard (1-D mesh of 4)"),
     "mics2": ("mics p=2", "FSDP2 hybrid (2 x 2 mesh)"),
 }
@@ -55,6 +56,11 @@ def summary(runs_path, out_path, rate):
                 for s in ("mics", "torch")}
         med = {s: [float(r["median_ms"]) for r in side[s]] for s in side}
         if not med["mics"] or not med["torch"]:
+            if med["mics"]:  # a mics-only run (SIDES=mics): its figures alone
+                exposed = [float(r["exposed_ms"]) for r in side["mics"]]
+                loads = [float(r[k]) for r in side["mics"] for k in ("load_start", "load_end")]
+                lines.append(f"| {PAIRS[pair][0]} | {spread(med['mics'])} | {spread(exposed)} | - | - | - | "
+                             f"{min(loads):.1f}-{max(loads):.1f} | - |")
             continue
         by_round = {s: {r["round"]: float(r["median_ms"]) for r in side[s]} for s in side}
         paired = [by_round["torch"][k] / by_round["mics"][k]

@@ -38,6 +38,7 @@ struct Options {
   int factor = 4, iters = 20, warmup = 5;
   int ranks_per_node = 0, partition_size = 0;
   bool hierarchical = false;
+  bool flat_all_reduce = false;
   DType dtype = DType::f32;
   std::string csv;
   std::vector<std::string> ops{"all_gather", "reduce_scatter", "all_reduce"};
@@ -125,6 +126,7 @@ bool parse(int argc, char** argv, Options& o, int world_rank) {
       ("ranks-per-node", po::value<int>(&o.ranks_per_node)->default_value(0), "ranks per node g; 0 detects it from the hosts (MPI_COMM_TYPE_SHARED); a value lets one host pose as W/g nodes")
       ("partition-size", po::value<int>(&o.partition_size)->default_value(0), "partition group size p; must divide W and respect node boundaries (p >= g: a multiple of g; p < g: a divisor of g); 0 means p = g")
       ("hierarchical", po::bool_switch(&o.hierarchical), "run the partition group's collectives two-step (zero-copy hierarchical all-gather and reduce-scatter; all-reduce as both in turn) instead of flat, when it spans nodes")
+      ("flat-all-reduce", po::bool_switch(&o.flat_all_reduce), "run all-reduces over ranks on several nodes with 2 or more on each as one flat ring instead of the two-level hierarchical_ring (intra-node reduce-scatter, inter-node all-reduce, intra-node all-gather)")
       ("ops", po::value<std::string>(&ops)->default_value(ops), "collectives to run: comma-separated, any of all_gather, reduce_scatter, all_reduce")
       ("groups", po::value<std::string>(&groups)->default_value(groups), "groups to run them on: comma-separated, any of partition, replication, world")
       ("csv", po::value<std::string>(&o.csv), "also write every line to this CSV file (rank 0 writes it)");
@@ -289,8 +291,8 @@ public:
   std::uint64_t last_message() const { return message_; }
 
 private:
-  // What ran: the backend's ring (or recursive doubling for small all-reduces), or the
-  // two-step hierarchical path of rings on the inter- and intra-node groups.
+  // What ran: the backend's ring (or recursive doubling for small all-reduces, or the
+  // two-level hierarchical_ring over several nodes), or the two-step hierarchical path of rings on the inter- and intra-node groups.
   std::string algorithm(const Target& t, const Group& g, std::size_t count) const {
     if (g.size() == 1) return "none";
     if (t.hierarchical) return t.op == Op::all_reduce ? "2step_rs+ag" : "2step_ring";
@@ -372,7 +374,8 @@ int bench_main(int argc, char** argv) {
     g = probe.plan().ranks_per_node();
   }
   const int p = o.partition_size == 0 ? g : o.partition_size;
-  ProcessGroups pg = mics::comm::make_process_groups(MPI_COMM_WORLD, o.ranks_per_node, p, o.hierarchical);
+  ProcessGroups pg = mics::comm::make_process_groups(MPI_COMM_WORLD, o.ranks_per_node, p, o.hierarchical,
+                                                     !o.flat_all_reduce);
   const auto& plan = pg.plan();
   MpiCollectives coll;
   Bench bench(o, pg, coll);

@@ -54,6 +54,7 @@ Group::Group(Group&& o) noexcept
       ring_(std::move(o.ring_)),
       world_of_(std::move(o.world_of_)),
       ring_pos_(o.ring_pos_),
+      nodes_(o.nodes_),
       tag_(o.tag_),
       traffic_(std::move(o.traffic_)),
       twin_(std::move(o.twin_)) {}
@@ -68,11 +69,30 @@ Group& Group::operator=(Group&& o) noexcept {
     ring_ = std::move(o.ring_);
     world_of_ = std::move(o.world_of_);
     ring_pos_ = o.ring_pos_;
+    nodes_ = o.nodes_;
     tag_ = o.tag_;
     traffic_ = std::move(o.traffic_);
     twin_ = std::move(o.twin_);
   }
   return *this;
+}
+
+// The ring is in world-rank order, so each node's members are consecutive in it; the
+// two-level all-reduce needs N >= 2 such runs of equal length m >= 2.
+void Group::set_nodes(int ranks_per_node, bool allow) {
+  MICS_ASSERT(ranks_per_node > 0, "set_nodes needs a positive number of ranks per node");
+  nodes_ = 1;
+  if (!allow || size_ < 4) return;
+  std::vector<int> runs;  // members per node, in ring order
+  int last = -1;
+  for (int r : ring_) {
+    const int node = world_of_[static_cast<std::size_t>(r)] / ranks_per_node;
+    if (node != last) runs.push_back(0);
+    ++runs.back();
+    last = node;
+  }
+  const bool equal = std::all_of(runs.begin(), runs.end(), [&](int m) { return m == runs.front(); });
+  if (runs.size() >= 2 && runs.front() >= 2 && equal) nodes_ = static_cast<int>(runs.size());
 }
 
 GroupCounters Group::counters() const {
@@ -108,6 +128,7 @@ void Group::enable_twin() {
   MICS_CHECK_MPI(MPI_Comm_dup(comm_, &dup));
   twin_ = std::make_unique<Group>(dup, name_);
   twin_->traffic_ = traffic_;
+  twin_->nodes_ = nodes_;
 }
 
 Group& Group::twin() {

@@ -56,7 +56,7 @@ void ProcessGroups::reset_counters() {
 }
 
 ProcessGroups make_process_groups(MPI_Comm world, int ranks_per_node, int partition_size,
-                                  bool hierarchical) {
+                                  bool hierarchical, bool hierarchical_all_reduce) {
   int size = 0;
   MICS_CHECK_MPI(MPI_Comm_size(world, &size));
   if (ranks_per_node < 0)
@@ -70,7 +70,7 @@ ProcessGroups make_process_groups(MPI_Comm world, int ranks_per_node, int partit
   }
   // Pure arithmetic on inputs every rank shares: an invalid layout throws the same
   // UsageError everywhere, before any communicator exists.
-  return make_process_groups(world, layout::Plan::make({size, g, partition_size, hierarchical}));
+  return make_process_groups(world, layout::Plan::make({size, g, partition_size, hierarchical, hierarchical_all_reduce}));
 }
 
 ProcessGroups make_process_groups(MPI_Comm world, const layout::Plan& plan) {
@@ -89,6 +89,10 @@ ProcessGroups make_process_groups(MPI_Comm world, const layout::Plan& plan) {
   if (pg.plan_.spans_nodes()) {
     pg.inter_ = split(world, pl.inter_group, pl.inter_rank, "inter");
     pg.intra_ = split(world, pl.intra_group, pl.intra_rank, "intra");
+  }
+  // Local arithmetic on the plan: every rank reaches the same verdict for each group.
+  for (Group* g : pg.groups()) g->set_nodes(plan.ranks_per_node(), plan.hierarchical_all_reduce());
+  if (pg.plan_.spans_nodes()) {
     pg.inter_.enable_twin();
     pg.intra_.enable_twin();
   }

@@ -82,6 +82,7 @@ Plan Plan::make(const LayoutRequest& r) {
   plan.k_ = p >= g ? p / g : 1;
   plan.gn_ = p >= g ? g : p;
   plan.hierarchical_ = r.hierarchical;
+  plan.hierarchical_all_reduce_ = r.hierarchical_all_reduce;
   return plan;
 }
 

@@ -28,7 +28,8 @@ ResolvedLayout resolve_layout(const LayoutInputs& in,
       p = in.requested_partition;
     }
   }
-  ResolvedLayout out(Plan::make({in.world_size, in.ranks_per_node, p, in.hierarchical}));
+  ResolvedLayout out(
+      Plan::make({in.world_size, in.ranks_per_node, p, in.hierarchical, in.hierarchical_all_reduce}));
   out.strategy_ = in.strategy;
   out.auto_ = mics && in.partition_auto;
   out.min_memory_ = in.min_memory_bytes;

@@ -75,6 +75,28 @@ double doubling_seconds(const Cluster& c, const GroupShape& g, double bytes) {
          remote * (c.inter_latency_us * 1e-6 + across);
 }
 
+// This engine's CPU all-reduce over nodes() >= 2 nodes of per_node >= 2 members (lib/comm/mpi,
+// Group::node_count, on by default): a ring reduce-scatter inside the node, a ring
+// all-reduce of each member's 1/per_node across the nodes with the same local index, a
+// ring all-gather inside the node, as one operation (one launch).
+bool two_level(const Cluster& c, Collective op, const GroupShape& g, double bytes) {
+  return c.algorithms == Algorithms::rings && op == Collective::all_reduce && g.nodes() > 1 && g.per_node > 1 &&
+         !doubling(c, op, g, bytes);
+}
+
+// The node's m members each run the inter ring on 1/m of the buffer, so the node link
+// carries 2(N-1)/N of it per group (GroupShape{N, 1, g} shares it g ways: m rings times
+// g/m groups), instead of the flat ring's 2(n-1)/n.
+GroupShape two_level_intra(const GroupShape& g) { return {g.per_node, g.per_node, g.ranks_per_node}; }
+GroupShape two_level_inter(const GroupShape& g) { return {g.nodes(), 1, g.ranks_per_node}; }
+
+double two_level_seconds(const Cluster& c, const GroupShape& g, double bytes) {
+  const GroupShape intra = two_level_intra(g), inter = two_level_inter(g);
+  return ring_seconds(c, Collective::reduce_scatter, intra, bytes) +
+         ring_seconds(c, Collective::all_reduce, inter, bytes / g.per_node) +
+         ring_seconds(c, Collective::all_gather, intra, bytes) - 2.0 * c.base_latency_us * 1e-6;
+}
+
 double mpi_seconds(const Cluster& c, Collective op, const GroupShape& g, double bytes) {
   const int n = g.size;
   const double chunk = bytes / n, a = alpha(c, g);
@@ -102,6 +124,7 @@ double bus_factor(Collective op, int n) {
 double collective_seconds(const Cluster& c, Collective op, const GroupShape& g, double bytes) {
   if (g.size <= 1 || bytes <= 0) return 0.0;
   if (c.algorithms == Algorithms::mpi) return mpi_seconds(c, op, g, bytes);
+  if (two_level(c, op, g, bytes)) return two_level_seconds(c, g, bytes);
   return doubling(c, op, g, bytes) ? doubling_seconds(c, g, bytes) : ring_seconds(c, op, g, bytes);
 }
 
@@ -110,6 +133,10 @@ double inter_node_bytes(const Cluster& c, Collective op, const GroupShape& g, do
   const double chunk = bytes / g.size;
   if (doubling(c, op, g, bytes))
     return (log2_ceil(g.size) - log2_ceil(g.per_node)) * bytes * g.per_node * g.sharing();
+  if (two_level(c, op, g, bytes)) {
+    const GroupShape inter = two_level_inter(g);
+    return bus_factor(op, inter.size) * bytes / g.per_node * inter.sharing();
+  }
   if (c.algorithms != Algorithms::mpi) return bus_factor(op, g.size) * bytes * g.sharing();
   const double remote = g.size - g.per_node;
   switch (op) {

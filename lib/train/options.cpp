@@ -47,6 +47,12 @@ po::options_description option_description() {
     ("hierarchical", po::value<bool>()->default_value(false)->implicit_value(true),
      "two-step (inter-node, then intra-node) all-gather and reduce-scatter when a partition "
      "group spans nodes")
+    ("hierarchical-all-reduce", po::value<bool>()->default_value(true),
+     "--comm mpi: an all-reduce over ranks on several nodes with the same number (2 or more) "
+     "on each (ddp's gradients, mics's replication group when p < ranks per node) runs "
+     "two-level: reduce-scatter inside each node, all-reduce across nodes, all-gather inside "
+     "each node; 2(N-1)/N of the message per node link for N nodes instead of 2(n-1)/n. "
+     "false keeps one flat ring")
     ("ranks-per-node", po::value<int>()->default_value(0),
      "ranks per node; 0 detects it from shared memory, a positive value lets one host pose as "
      "several nodes")
@@ -216,6 +222,7 @@ bool parse_options(int argc, char** argv, RunOptions& o, std::string& help_out) 
     t.partition_size = value;
   }
   t.hierarchical = get<bool>(vm, "hierarchical");
+  t.hierarchical_all_reduce = get<bool>(vm, "hierarchical-all-reduce");
   t.ranks_per_node = get<int>(vm, "ranks-per-node");
   require(t.ranks_per_node >= 0, "--ranks-per-node " + std::to_string(t.ranks_per_node) +
                                      " must be 0 (detect) or a positive number of ranks");

@@ -161,6 +161,7 @@ void resolve_the_layout(Job& job, std::size_t least) {
   in.requested_partition = tc.partition_size;
   in.partition_auto = o.partition_auto;
   in.hierarchical = tc.hierarchical;
+  in.hierarchical_all_reduce = tc.hierarchical_all_reduce;
   in.min_memory_bytes = least;
   job.layout = layout::resolve_layout(in, [&](int W, int gn, std::size_t memory) {
     return engine::auto_partition_size(o.model, W, gn, o.compute, memory);

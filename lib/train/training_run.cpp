@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "mics/comm/mpi_collectives.hpp"
 #include "mics/core/mpi_env.hpp"
 #include "mics/model/layout.hpp"
 #include "mics/report/summary.hpp"
@@ -16,6 +17,21 @@
 
 namespace mics::train {
 namespace {
+
+// What the replication group's all-reduce (hop 2; all of ddp's gradient traffic) runs
+// for gradient buckets, which are far above the small-message limit: the MPI backend's
+// algorithm for a large message on that group, or NCCL's own choice.
+std::string hop2_note(const Job& job) {
+  const comm::Group& g = job.groups->replication();
+  if (g.size() == 1) return "none (one replica)";
+  if (std::string(job.collectives->backend()) != "mpi") return "by " + std::string(job.collectives->backend());
+  std::string out = comm::MpiCollectives::all_reduce_algorithm(std::size_t{1} << 24, comm::DType::f32, g);
+  if (g.hierarchical_all_reduce())
+    out += " (" + std::to_string(g.node_count()) + " nodes x " + std::to_string(g.members_per_node()) + " ranks)";
+  else if (!job.layout->plan().hierarchical_all_reduce())
+    out += " (--hierarchical-all-reduce false)";
+  return out;
+}
 
 void print_banner(const Job& job) {
   const RunOptions& opt = job.opt;
@@ -32,7 +48,8 @@ void print_banner(const Job& job) {
      << hierarchical_note(tc.hierarchical, l.hierarchical(), l.partition_size(), plan.ranks_per_node())
      << ", grad-sync "
      << engine::to_string(tc.grad_sync) << ", backend " << job.backend->name() << " "
-     << device::dtype_name(opt.compute) << ", comm " << job.collectives->backend();
+     << device::dtype_name(opt.compute) << ", comm " << job.collectives->backend()
+     << ", replication all-reduce " << hop2_note(job);
   job.say(os.str());
   if (l.partition_auto()) job.say("mics-train: layout " + l.describe());
   std::ostringstream b;

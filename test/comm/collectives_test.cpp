@@ -229,14 +229,15 @@ BOOST_AUTO_TEST_CASE(counters_count_the_ring_volumes_sent) {
     BOOST_CHECK_EQUAL(pg.inter().counters().bytes, (k - 1) * c * es);
     BOOST_CHECK_EQUAL(pg.intra().counters().bytes, (gg - 1) * k * c * es);
 
-    // A large all-reduce runs the ring: 2(n-1)/n of the message; a small one on 2^m ranks
-    // recursive doubling: m times the message.
+    // A large all-reduce runs the ring, two-level here since the world has g >= 2 ranks on
+    // each of its nodes (test_comm_hier_all_reduce): 2(n-1)/n of the message per rank
+    // either way; a small one on 2^m ranks recursive doubling: m times the message.
     pg.reset_counters();
     const auto W = static_cast<std::uint64_t>(world_size());
     std::vector<float> big(W * 16384, 1.0f);
     coll.all_reduce(big.data(), big.size(), DType::f32, pg.world()).wait();
     BOOST_CHECK_EQUAL(pg.world().counters().bytes, 2 * (W - 1) * big.size() * es / W);
-    BOOST_CHECK_EQUAL(MpiCollectives::all_reduce_algorithm(big.size(), DType::f32, pg.world()), "ring");
+    BOOST_CHECK_EQUAL(MpiCollectives::all_reduce_algorithm(big.size(), DType::f32, pg.world()), "hierarchical_ring");
     pg.reset_counters();
     coll.all_reduce(buf.data(), c, DType::f32, pg.world()).wait();
     if ((W & (W - 1)) == 0) {

@@ -10,8 +10,10 @@
 # node (a 2-rank ring: each rank sends exactly M/2 per iteration, as the PMPI test
 # verifies) measures the header overhead (Ethernet/IP/TCP and Open MPI's own) per payload
 # byte. Then for every node, tx and rx divided by that overhead must be within 10% of
-#   flat ring in node order:   (p-1)/p M  (all-reduce 2(p-1)/p M)
+#   flat ring in node order:   (p-1)/p M  (all-reduce with --flat-all-reduce 2(p-1)/p M)
 #   two-step hierarchical:     (p-g)/p M  (all-reduce 2(p-g)/p M)
+#   flat all-reduce, which runs two-level (hierarchical_ring: the group has g >= 2 ranks
+#   on each node): 2(N-1)/N M = 2(p-g)/p M for N = p/g nodes
 # and no node may carry more than 10% above the mean. Needs root (namespaces); prints
 # SKIP and exits 77 where they cannot be made.
 set -euo pipefail
@@ -55,13 +57,22 @@ echo "header overhead: $overhead wire bytes per payload byte (2-rank ring, $K x 
 
 fail=0
 for op in all_gather reduce_scatter all_reduce; do
-  for algo in flat hierarchical; do
+  algos="flat hierarchical"
+  [ $op = all_reduce ] && algos="flat hierarchical flatring"
+  for algo in $algos; do
     name=$op-$algo
     extra=()
     [ $algo = hierarchical ] && extra=(--hierarchical)
+    [ $algo = flatring ] && extra=(--flat-all-reduce)
     pair_case "$name" --partition-size $p --ops $op --groups partition "${extra[@]}"
+    if [ $op = all_reduce ] && [ $algo != hierarchical ]; then
+      want=ring
+      [ $algo = flat ] && want=hierarchical_ring
+      grep -Eq "all_reduce +partition +$want " "$work/$name-1.log" ||
+        { echo "FAIL: $name: the all-reduce did not run $want"; cat "$work/$name-1.log"; exit 1; }
+    fi
     # Payload per node per iteration, in units of M, times K iterations.
-    if [ $algo = flat ]; then num=$((p - 1)); else num=$((p - g)); fi
+    if [ $algo = flat ] && [ $op != all_reduce ] || [ $algo = flatring ]; then num=$((p - 1)); else num=$((p - g)); fi
     [ $op = all_reduce ] && num=$((2 * num))
     expect=$((K * M * num / p))
     verdict=$(delta "$name" | awk -v e=$expect -v o="$overhead" -v name="$name" '

@@ -142,6 +142,35 @@ BOOST_AUTO_TEST_CASE(counters_equal_the_bytes_handed_to_mpi_and_rings_cross_node
   }
 }
 
+// The two-level all-reduce of a world spanning W/g nodes of g ranks: the counters equal
+// what was handed to MPI, and each node sends 2(N-1)/N of the message to other nodes
+// (the flat ring in node order: 2(n-1)/n), exactly, for a count that N*g divides.
+BOOST_AUTO_TEST_CASE(two_level_all_reduce_sends_2_n_minus_1_over_n_per_node_across) {
+  MpiCollectives coll;
+  const int W = world_size();
+  for (int g : {2, 4}) {
+    if (W % g != 0 || W / g < 2) continue;
+    const auto N = static_cast<std::uint64_t>(W / g), n = static_cast<std::uint64_t>(W);
+    const std::size_t count = static_cast<std::size_t>(W) * 4099;  // > 32 KiB, one lane
+    const std::uint64_t M = count * 4;
+    for (bool two_level : {true, false}) {
+      ProcessGroups pg = mics::comm::make_process_groups(MPI_COMM_WORLD, g, 1, false, two_level);
+      std::vector<float> buf(count, 1.0f);
+      pg.reset_counters();
+      MPI_Barrier(MPI_COMM_WORLD);
+      seen.clear();
+      coll.all_reduce(buf.data(), count, DType::f32, pg.world()).wait();
+      BOOST_TEST_CONTEXT(pg.plan().describe() << (two_level ? " two-level" : " flat ring")) {
+        BOOST_CHECK_EQUAL(pg.world().counters().bytes, seen_on(pg.world()));
+        BOOST_CHECK_EQUAL(pg.world().counters().bytes, seen.total);
+        const std::uint64_t node = sum_over_node(cross_node_bytes(g), g);
+        BOOST_CHECK_EQUAL(node, two_level ? 2 * (N - 1) * M / N : 2 * (n - 1) * M / n);
+        BOOST_CHECK(buf[count - 1] == static_cast<float>(W));
+      }
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(engine_counters_equal_the_bytes_handed_to_mpi) {
   const int W = world_size();
   if (W < 4 || W % 2 != 0) {

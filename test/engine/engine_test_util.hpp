@@ -62,7 +62,7 @@ inline RunResult run_layout(MPI_Comm world, const model::ModelConfig& mc,
   MPI_Comm_size(world, &W);
   const int p = engine::partition_size_for(tc.strategy, tc.partition_size, W);
   auto groups = comm::make_process_groups(world, tc.ranks_per_node > 0 ? tc.ranks_per_node : W, p,
-                                          tc.hierarchical);
+                                          tc.hierarchical, tc.hierarchical_all_reduce);
   comm::MpiCollectives coll;
   data::SyntheticDataset data(static_cast<int>(mc.vocab));
   RunResult r;

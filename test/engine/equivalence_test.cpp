@@ -150,6 +150,58 @@ BOOST_AUTO_TEST_CASE(every_layout_matches_one_process_four_micro_batches_f64) { 
 BOOST_AUTO_TEST_CASE(every_layout_matches_one_process_one_micro_batch_f32) { run_all(1, kF32); }
 BOOST_AUTO_TEST_CASE(every_layout_matches_one_process_four_micro_batches_f32) { run_all(4, kF32); }
 
+// Hop 2 over several emulated nodes of several ranks runs the two-level all-reduce
+// (hierarchical_ring) once its buckets pass the 32 KiB small-message limit, which the tiny
+// model's do not: a wider one, whose block buckets are 400 KB in f64. ddp over nodes of
+// 2, and (8 ranks) mics p=2 over nodes of 4, whose replication group has 2 ranks per node;
+// against one process and against the flat ring, at the f64 tolerances above.
+BOOST_AUTO_TEST_CASE(two_level_hop_2_matches_one_process_f64) {
+  const int W = test::world_size();
+  if (W < 4 || W % 2 != 0) return;
+  model::ModelConfig mc = test::tiny_model();
+  mc.hidden = 64;
+  const auto block = model::make_layout(mc).buckets[static_cast<std::size_t>(model::block_bucket(0))].count;
+  BOOST_REQUIRE_GT(block * 8, 32u * 1024);
+  constexpr int kWideSteps = 6;
+  engine::TrainConfig one = base_config(2);
+  one.strategy = engine::Strategy::ddp;
+  one.ranks_per_node = 1;
+  RunResult ref;
+  if (test::world_rank() == 0) ref = test::run_layout(MPI_COMM_SELF, mc, one, kWideSteps, device::DType::f64);
+  ref.losses.resize(kWideSteps);
+  MPI_Bcast(ref.losses.data(), kWideSteps, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  const auto layout = model::make_layout(mc);
+  ref.params.resize(layout.buckets.size());
+  for (std::size_t b = 0; b < layout.buckets.size(); ++b) {
+    ref.params[b].resize(layout.buckets[b].count);
+    MPI_Bcast(ref.params[b].data(), static_cast<int>(ref.params[b].size()), MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  }
+  struct Wide {
+    engine::Strategy strategy;
+    int p, g;
+  };
+  for (const Wide w : {Wide{engine::Strategy::ddp, 1, 2}, Wide{engine::Strategy::mics, 2, 4}}) {
+    if (W % w.g != 0 || W / w.g < 2) continue;
+    engine::TrainConfig tc = base_config(2);
+    tc.strategy = w.strategy;
+    tc.partition_size = w.p;
+    tc.ranks_per_node = w.g;
+    const RunResult two_level = test::run_layout(MPI_COMM_WORLD, mc, tc, kWideSteps, device::DType::f64);
+    tc.hierarchical_all_reduce = false;
+    const RunResult flat = test::run_layout(MPI_COMM_WORLD, mc, tc, kWideSteps, device::DType::f64);
+    BOOST_TEST_CONTEXT(engine::to_string(w.strategy) << " p=" << w.p << " g=" << w.g << " W=" << W) {
+      for (const RunResult* r : {&two_level, &flat}) {
+        BOOST_TEST(max_relative_loss_error(*r, ref) <= kF64.loss_tol);
+        BOOST_TEST(max_param_error(*r, ref) <= kF64.param_tol);
+        BOOST_TEST(max_bucket_l2_error(*r, ref) <= kF64.l2_tol);
+        BOOST_TEST(r->replicas_identical);
+      }
+      BOOST_TEST_MESSAGE("two-level hop 2 W=" << W << " param error " << max_param_error(two_level, ref)
+                                              << " (flat ring " << max_param_error(flat, ref) << ")");
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(two_hop_equals_every_micro_step_sync) {
   if (test::world_size() < 4) return;
   engine::TrainConfig tc = base_config(4);

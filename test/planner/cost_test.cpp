@@ -492,15 +492,49 @@ BOOST_AUTO_TEST_CASE(cpu_rings_reduce_small_buffers_on_2m_ranks_by_recursive_dou
                  base + (a + M / B) + 2 * (ai + M * 8 / Bn),
              tt::tolerance(1e-12));
   BOOST_TEST(inter_node_bytes(c, Collective::all_reduce, {8, 2, 8}, M) == 2 * M * 8, tt::tolerance(1e-12));
-  // Above 32 KiB, on 6 ranks, and for the other collectives: the rings, as with NCCL.
+  // The other collectives: the rings, as with NCCL; the all-reduce: the same ring where
+  // the group has one member per node or lies in one node, the two-level ring (next
+  // test) where it has several members on each of several nodes.
   Cluster nccl = c;
   nccl.algorithms = Algorithms::nccl;
-  for (const GroupShape g : {GroupShape{8, 2, 8}, GroupShape{6, 2, 2}})
+  for (const GroupShape g : {GroupShape{8, 2, 8}, GroupShape{6, 2, 2}, GroupShape{4, 1, 8}, GroupShape{4, 4, 8}})
     for (double bytes : {16.0 * 1024, 64.0 * 1024})
       for (auto op : {Collective::all_gather, Collective::reduce_scatter, Collective::all_reduce}) {
-        if (op == Collective::all_reduce && g.size == 8 && bytes <= 32 * 1024) continue;
+        const bool pow2 = (g.size & (g.size - 1)) == 0;
+        if (op == Collective::all_reduce && ((g.per_node > 1 && g.nodes() > 1) || (pow2 && bytes <= 32 * 1024)))
+          continue;
         BOOST_TEST(collective_seconds(c, op, g, bytes) == collective_seconds(nccl, op, g, bytes), tt::tolerance(1e-12));
       }
+}
+
+BOOST_AUTO_TEST_CASE(cpu_all_reduce_over_nodes_of_several_members_is_two_level) {
+  Cluster c = gpu_cluster();
+  c.algorithms = Algorithms::rings;
+  c.base_latency_us = 8;
+  const double a = 5e-6, ai = 30e-6, base = 8e-6, B = 200e9, Bn = 40e9, M = 1e9;
+  // 8 ranks, 2 on each of 4 nodes, 4 such groups per node: one launch; a 2-rank ring
+  // reduce-scatter and all-gather inside the node (one step each, M/2 per rank); a 4-rank
+  // ring all-reduce of M/2 across the nodes, whose node link the 8 ranks of the node
+  // share: 2(N-1)/N of M per group.
+  BOOST_TEST(collective_seconds(c, Collective::all_reduce, {8, 2, 8}, M) ==
+                 base + 2 * (a + 0.5 * M / B) + 6 * ai + 1.5 * (M / 2) * 8 / Bn,
+             tt::tolerance(1e-12));
+  // Per node link: 2(N-1)/N M for each of the 4 groups, where the flat ring would put
+  // 2(n-1)/n M.
+  BOOST_TEST(inter_node_bytes(c, Collective::all_reduce, {8, 2, 8}, M) == 4 * 1.5 * M, tt::tolerance(1e-12));
+  Cluster nccl = c;
+  nccl.algorithms = Algorithms::nccl;
+  BOOST_TEST(inter_node_bytes(nccl, Collective::all_reduce, {8, 2, 8}, M) == 4 * 1.75 * M, tt::tolerance(1e-12));
+  // ddp on 2 nodes of 2 (the 4-rank comparison): 2(N-1)/N = 1 M per node link, not 1.5 M.
+  BOOST_TEST(inter_node_bytes(c, Collective::all_reduce, replication_shape(4, 2, 1), M) == M, tt::tolerance(1e-12));
+  // mics with p = 2 < g = 4 on 2 nodes: the replication group has 2 members per node.
+  const GroupShape rep = replication_shape(8, 4, 2);
+  BOOST_TEST(rep.per_node == 2);
+  BOOST_TEST(inter_node_bytes(c, Collective::all_reduce, rep, M) == 2 * 1.0 * M, tt::tolerance(1e-12));
+  // Small messages on 2^m ranks stay recursive doubling.
+  BOOST_TEST(collective_seconds(c, Collective::all_reduce, {8, 2, 8}, 16 * 1024) ==
+                 base + (a + 16 * 1024 / B) + 2 * (ai + 16 * 1024 * 8 / Bn),
+             tt::tolerance(1e-12));
 }
 
 namespace {

@@ -22,8 +22,11 @@ struct Traffic;  // lib/comm/traffic.hpp: the counters and what guards them
 //   bytes           bytes this rank handed to the transport. MPI backend: counted at each
 //                   MPI_Isend, so it is what was sent (a ring all-gather or reduce-scatter
 //                   sends (n-1)/n of the full message, a ring all-reduce 2(n-1)/n; a
-//                   small recursive-doubling all-reduce log2(n) times the message). NCCL
-//                   backend: the ring model of those volumes (NCCL hides its transfers).
+//                   small recursive-doubling all-reduce log2(n) times the message; the
+//                   hierarchical all-reduce, summed over its intra- and inter-node rounds,
+//                   also 2(n-1)/n: it is booked whole to the group it was called on, as
+//                   one call, not split into intra and inter). NCCL backend: the ring
+//                   model of those volumes (NCCL hides its transfers).
 //   message_bytes   the full message: the gathered buffer (all-gather), the input buffer
 //                   (reduce-scatter), the buffer (all-reduce, broadcast).
 //   seconds         busy time: the union of the intervals during which an operation of
@@ -69,6 +72,18 @@ public:
   // World rank of group rank r (for messages that name a peer).
   int world_rank_of(int r) const { return world_of_.at(static_cast<std::size_t>(r)); }
 
+  // Where the members sit: node = world rank / ranks_per_node, the plan's convention (set
+  // by make_process_groups from the resolved plan, not from host names, since
+  // --ranks-per-node lets one host pose as several nodes). When the members lie on N >= 2
+  // nodes with the same m >= 2 on each and `allow` holds (the resolved layout's
+  // hierarchical all-reduce choice), all_reduce runs two-level: node_count() is N and
+  // members_per_node() m. Otherwise 1 and size(). Every rank derives the same verdict
+  // from the same plan. Ring positions t*m .. t*m+m-1 are then node t's members.
+  void set_nodes(int ranks_per_node, bool allow);
+  bool hierarchical_all_reduce() const noexcept { return nodes_ > 1; }
+  int node_count() const noexcept { return nodes_; }
+  int members_per_node() const noexcept { return size_ / nodes_; }
+
   // A snapshot, safe while operations are in flight.
   GroupCounters counters() const;
   void reset_counters();
@@ -99,6 +114,7 @@ private:
   std::string name_;
   std::vector<int> ring_, world_of_;
   int ring_pos_ = 0;
+  int nodes_ = 1;  // N of the two-level all-reduce, 1 when it does not apply
   int tag_ = 0;
   std::shared_ptr<detail::Traffic> traffic_;
   std::unique_ptr<Group> twin_;

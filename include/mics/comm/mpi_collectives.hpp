@@ -38,7 +38,8 @@ public:
   void all_gather_host(double* buf, std::size_t chunk_count, Group& group) override;
 
   // The algorithm all_reduce picks for `count` elements of dt on `group`
-  // ("ring", "recursive_doubling"); the other collectives always run rings.
+  // ("none", "ring", "recursive_doubling", "hierarchical_ring"); the other collectives
+  // always run rings.
   static const char* all_reduce_algorithm(std::size_t count, DType dt, const Group& group);
 
 protected:

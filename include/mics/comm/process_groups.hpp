@@ -35,6 +35,7 @@ public:
   Group& partition() noexcept { return partition_; }
   // Rank in the replication group = partition group id.
   Group& replication() noexcept { return replication_; }
+  const Group& replication() const noexcept { return replication_; }
   // Inter (rank i) and intra (rank j) sub-groups of the partition group; valid() only
   // when spans_nodes().
   Group& inter() noexcept { return inter_; }
@@ -57,8 +58,9 @@ private:
 // in consecutive blocks per node, are a UsageError); a positive value lets one host pose
 // as several nodes. An invalid layout throws the same mics::UsageError on every rank
 // before any communicator is split.
+// hierarchical_all_reduce: layout::LayoutRequest's.
 ProcessGroups make_process_groups(MPI_Comm world, int ranks_per_node, int partition_size,
-                                  bool hierarchical);
+                                  bool hierarchical, bool hierarchical_all_reduce = true);
 // The groups of a plan already resolved (layout::ResolvedLayout::plan()): no checks left
 // that could fail on some ranks only. Collective over `world`, whose size must be the plan's.
 ProcessGroups make_process_groups(MPI_Comm world, const layout::Plan& plan);

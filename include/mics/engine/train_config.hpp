@@ -41,6 +41,7 @@ struct TrainConfig {
   Strategy strategy = Strategy::mics;
   int partition_size = 0;       // 0 = auto (mics only)
   bool hierarchical = false;
+  bool hierarchical_all_reduce = true;  // layout::LayoutRequest::hierarchical_all_reduce
   GradSync grad_sync = GradSync::two_hop;
   bool prefetch = true;
   // two_hop: start each bucket's replication all-reduce during the last micro-step's

@@ -27,6 +27,12 @@ struct LayoutRequest {
   int ranks_per_node = 1;  // g
   int partition_size = 1;  // p
   bool hierarchical = false;
+  // A group's all-reduce runs two-level (intra-node reduce-scatter, inter-node all-reduce,
+  // intra-node all-gather) where its members lie on N >= 2 nodes with m >= 2 on each
+  // (comm::Group::set_nodes). Unlike `hierarchical` it applies to every group, replication
+  // and world included, and defaults on: it sends the same bytes per rank as the flat
+  // ring, in fewer rounds, with 2(N-1)/N instead of 2(n-1)/n of the message per node link.
+  bool hierarchical_all_reduce = true;
 };
 
 // Everything the plan says about one rank.
@@ -66,6 +72,9 @@ public:
   bool hierarchical_requested() const noexcept { return hierarchical_; }
   // Hierarchical collectives are used when requested and the group spans nodes.
   bool hierarchical() const noexcept { return hierarchical_ && spans_nodes(); }
+  // LayoutRequest::hierarchical_all_reduce, as requested (each group applies it where its
+  // members' nodes allow).
+  bool hierarchical_all_reduce() const noexcept { return hierarchical_all_reduce_; }
   int inter_group_count() const noexcept { return world_ / k_; }
   int intra_group_count() const noexcept { return world_ / gn_; }
 
@@ -84,6 +93,7 @@ private:
   Plan() = default;
   int world_ = 1, per_node_ = 1, p_ = 1, k_ = 1, gn_ = 1;
   bool hierarchical_ = false;
+  bool hierarchical_all_reduce_ = true;
 };
 
 // Partition sizes that divide W and respect node boundaries for g ranks per node,

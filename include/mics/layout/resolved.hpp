@@ -25,6 +25,7 @@ struct LayoutInputs {
   int requested_partition = 0;      // --partition-size N, 0 when not given
   bool partition_auto = false;      // --partition-size auto (mics only)
   bool hierarchical = false;
+  bool hierarchical_all_reduce = true;  // LayoutRequest::hierarchical_all_reduce
   std::size_t min_memory_bytes = 0; // the smallest per-rank memory over all ranks (auto)
 };
 

@@ -16,7 +16,11 @@
 // (B_intra only when per_node > 1; alpha is the inter-node latency when the group spans
 // nodes). rings (this engine's CPU collectives, docs/DESIGN.md section 9): the same ring
 // formulas, except all-reduces of at most 32 KiB on 2^m ranks, which run as recursive
-// doubling (log2 n rounds of the whole buffer). mpi (Open MPI 4.1 libnbc, as measured on the wire): linear all-gather (each
+// doubling (log2 n rounds of the whole buffer), and all-reduces over N >= 2 nodes of m >= 2
+// members, which run two-level ("hierarchical_ring": ring reduce-scatter in the node, ring
+// all-reduce of 1/m across the N nodes, ring all-gather in the node; one launch):
+//   t = t_rs(m ranks, M) + t_ar(N ranks one per node, M/m) + t_ag(m ranks, M) - 2 launches
+// so a node's link carries 2(N-1)/N M per group instead of 2(n-1)/n M. mpi (Open MPI 4.1 libnbc, as measured on the wire): linear all-gather (each
 // rank sends its chunk to every other), reduce-scatter as a binomial reduce to one rank
 // plus a linear scatter, all-reduce as a binomial reduce plus a binomial broadcast.
 //

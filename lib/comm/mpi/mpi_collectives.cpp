@@ -99,10 +99,7 @@ Request MpiCollectives::broadcast(void* buf, std::size_t count, DType dt, int ro
 }
 
 const char* MpiCollectives::all_reduce_algorithm(std::size_t count, DType dt, const Group& group) {
-  const int n = group.size();
-  if (n <= 1) return "none";
-  const bool pow2 = (n & (n - 1)) == 0;
-  return pow2 && count * dtype_size(dt) <= mpi::kSmallAllReduceBytes ? "recursive_doubling" : "ring";
+  return mpi::all_reduce_algorithm(mpi::ring_of(group), count * dtype_size(dt));
 }
 
 // MPI's own barrier on the caller's thread (MPI_THREAD_MULTIPLE allows it beside the

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "mics/core/error.hpp"
 #include "mics/device/dtype.hpp"
@@ -92,30 +93,87 @@ void ring_reduce_scatter(P2POp& op, const Ring& r, const void* send, void* recv,
   }
 }
 
-// One lane of a ring all-reduce over `count` elements at buf, blocks by ring position.
-// Reduce-scatter phase: round s sends block pos-s-1 and adds the received partial of
-// block pos-s-2 into place; after n-1 rounds block pos is complete. All-gather phase:
-// round s passes on block pos-s and receives block pos-s-1.
-void ring_all_reduce(P2POp& op, const Ring& r, void* buf, std::size_t count, DType dt) {
+// Block b (by ring position, wrapped) of `count` elements of es bytes at buf.
+struct Span {
+  char* at;
+  std::size_t size;
+};
+Span block_span(void* buf, std::size_t count, std::size_t es, int n, long long b) {
+  const long long w = wrap(b, n);
+  return {at_byte(buf, block_begin(count, n, w) * es), block_size(count, n, w)};
+}
+
+// The reduce-scatter half of a ring all-reduce over `count` elements at buf, blocks by
+// ring position, onto `lane`: round s sends block pos-s-1 and adds the received partial of
+// block pos-s-2 into place (via tmp, a block of scratch); after n-1 rounds block pos is
+// complete here, and nowhere else.
+void ring_rs_rounds(Lane& lane, const Ring& r, void* buf, std::size_t count, DType dt, void* tmp) {
   const std::size_t es = dtype_size(dt);
-  Lane& lane = new_lane(op);
-  void* tmp = scratch(op, block_size(count, r.n, 0) * es);
-  auto span = [&](long long b) {
-    const long long w = wrap(b, r.n);
-    return std::make_pair(at_byte(buf, block_begin(count, r.n, w) * es), block_size(count, r.n, w));
-  };
   for (int s = 0; s + 1 < r.n; ++s) {
-    const auto out = span(r.pos - s - 1), in = span(r.pos - s - 2);
-    void* dst = in.first;
-    const std::size_t n_in = in.second;
-    lane.rounds.push_back({{recv_from(r.prev(), tmp, n_in * es), send_to(r.next(), out.first, out.second * es)},
+    const Span out = block_span(buf, count, es, r.n, r.pos - s - 1), in = block_span(buf, count, es, r.n, r.pos - s - 2);
+    void* dst = in.at;
+    const std::size_t n_in = in.size;
+    lane.rounds.push_back({{recv_from(r.prev(), tmp, n_in * es), send_to(r.next(), out.at, out.size * es)},
                            [=] { sum_into(dst, tmp, n_in, dt); }});
   }
+}
+
+// The all-gather half: round s passes on block pos-s and receives block pos-s-1, so each
+// block's bytes are copies of the sum its owner formed.
+void ring_ag_rounds(Lane& lane, const Ring& r, void* buf, std::size_t count, std::size_t es) {
   for (int s = 0; s + 1 < r.n; ++s) {
-    const auto out = span(r.pos - s), in = span(r.pos - s - 1);
-    lane.rounds.push_back({{recv_from(r.prev(), in.first, in.second * es), send_to(r.next(), out.first, out.second * es)},
+    const Span out = block_span(buf, count, es, r.n, r.pos - s), in = block_span(buf, count, es, r.n, r.pos - s - 1);
+    lane.rounds.push_back({{recv_from(r.prev(), in.at, in.size * es), send_to(r.next(), out.at, out.size * es)},
                            nullptr});
   }
+}
+
+// One lane of a ring all-reduce over `count` elements at buf.
+void ring_all_reduce(P2POp& op, const Ring& r, void* buf, std::size_t count, DType dt) {
+  Lane& lane = new_lane(op);
+  void* tmp = scratch(op, block_size(count, r.n, 0) * dtype_size(dt));
+  ring_rs_rounds(lane, r, buf, count, dt, tmp);
+  ring_ag_rounds(lane, r, buf, count, dtype_size(dt));
+}
+
+// The rings of the two-level all-reduce, as orders of communicator ranks: this rank's
+// node's members (ring positions t*m .. t*m+m-1) and the members with its local index
+// on every node (positions i*m + j).
+struct NodeRings {
+  std::vector<int> intra, inter;
+  Ring intra_ring() const { return {static_cast<int>(intra.size()), pos_intra, &intra}; }
+  Ring inter_ring() const { return {static_cast<int>(inter.size()), pos_inter, &inter}; }
+  int pos_intra = 0, pos_inter = 0;
+};
+NodeRings node_rings(const Ring& r) {
+  const int m = r.n / r.nodes, node = r.pos / m, j = r.pos % m;
+  NodeRings nr;
+  for (int l = 0; l < m; ++l) nr.intra.push_back(r.at(node * m + l));
+  for (int t = 0; t < r.nodes; ++t) nr.inter.push_back(r.at(t * m + j));
+  nr.pos_intra = j;
+  nr.pos_inter = node;
+  return nr;
+}
+
+// One lane of the two-level all-reduce over `count` elements at buf, all on one tag (the
+// rounds of a lane run in sequence, so messages to the same peer stay ordered): a ring
+// reduce-scatter inside the node leaves block j (the rank's local index) summed over the
+// node here; a ring all-reduce of that block across the nodes with the members of local
+// index j sums it over the group, each element once at one rank; a ring all-gather inside
+// the node copies the blocks. Per rank that sends 2(m-1)/m + 2(N-1)/(Nm) = 2(n-1)/n of
+// the message, as the flat ring does, but each node's link carries 2(N-1)/N of it, not
+// 2(n-1)/n, in 2(m-1) + 2(N-1) rounds instead of 2(n-1).
+void two_level_all_reduce(P2POp& op, const Ring& r, void* buf, std::size_t count, DType dt) {
+  const std::size_t es = dtype_size(dt);
+  const NodeRings nr = node_rings(r);
+  const Ring intra = nr.intra_ring(), inter = nr.inter_ring();
+  Lane& lane = new_lane(op);
+  void* tmp = scratch(op, block_size(count, intra.n, 0) * es);  // also fits an inter block
+  ring_rs_rounds(lane, intra, buf, count, dt, tmp);
+  const Span mine = block_span(buf, count, es, intra.n, intra.pos);
+  ring_rs_rounds(lane, inter, mine.at, mine.size, dt, tmp);
+  ring_ag_rounds(lane, inter, mine.at, mine.size, es);
+  ring_ag_rounds(lane, intra, buf, count, es);
 }
 
 void schedule_recursive_doubling(P2POp& op, const Ring& r, void* buf, std::size_t count, DType dt) {
@@ -132,7 +190,7 @@ void schedule_recursive_doubling(P2POp& op, const Ring& r, void* buf, std::size_
 
 }  // namespace
 
-Ring ring_of(const Group& g) { return Ring{g.size(), g.ring_position(), &g.ring()}; }
+Ring ring_of(const Group& g) { return Ring{g.size(), g.ring_position(), &g.ring(), g.node_count()}; }
 
 namespace {
 
@@ -203,20 +261,32 @@ void schedule_reduce_scatter(P2POp& op, const Ring& r, const void* send, void* r
   for (int l = 0; l < lanes; ++l) ring_reduce_scatter(op, r, send, recv, c, lane_slice(c, lanes, l), dt);
 }
 
-// Small messages on 2^m ranks: recursive doubling; else lanes of ring all-reduces, each
-// over a contiguous slice of the buffer.
+const char* all_reduce_algorithm(const Ring& r, std::size_t bytes) {
+  if (r.n == 1) return "none";
+  if (power_of_two(r.n) && bytes <= kSmallAllReduceBytes) return "recursive_doubling";
+  return r.nodes > 1 ? "hierarchical_ring" : "ring";
+}
+
+// Small messages on 2^m ranks: recursive doubling; else schedule_ring_all_reduce.
 void schedule_all_reduce(P2POp& op, const Ring& r, void* buf, std::size_t count, DType dt) {
   if (r.n == 1) return;
+  op.algorithm = all_reduce_algorithm(r, count * dtype_size(dt));
+  if (op.algorithm == std::string_view("recursive_doubling")) schedule_recursive_doubling(op, r, buf, count, dt);
+  else schedule_ring_all_reduce(op, r, buf, count, dt);
+}
+
+// Lanes, each over a contiguous slice of the buffer, of ring all-reduces: two-level ones
+// where the ring's members lie on several nodes (Ring::nodes).
+void schedule_ring_all_reduce(P2POp& op, const Ring& r, void* buf, std::size_t count, DType dt) {
+  if (r.n == 1) return;
   const std::size_t es = dtype_size(dt);
-  if (power_of_two(r.n) && count * es <= kSmallAllReduceBytes) {
-    schedule_recursive_doubling(op, r, buf, count, dt);
-    return;
-  }
-  op.algorithm = "ring";
+  const bool two_level = r.nodes > 1;
+  op.algorithm = two_level ? "hierarchical_ring" : "ring";
   const int lanes = lanes_for(count * es / static_cast<std::size_t>(r.n));
   for (int l = 0; l < lanes; ++l) {
     const Slice sl = lane_slice(count, lanes, l);
-    ring_all_reduce(op, r, at_byte(buf, sl.begin * es), sl.size, dt);
+    if (two_level) two_level_all_reduce(op, r, at_byte(buf, sl.begin * es), sl.size, dt);
+    else ring_all_reduce(op, r, at_byte(buf, sl.begin * es), sl.size, dt);
   }
 }
 
