@@ -142,6 +142,8 @@ struct Engine::Impl {
   // reduce-scatter is finished (finish_oldest_reduce).
   bool hop2 = false;        // two-hop sync over a replication group of more than one rank
   bool sync_early = false;
+  std::size_t largest = 0, largest_chunk = 0;  // elements: padded bucket, shard chunk
+  std::size_t working_bytes = 0;               // slots and hop-2 buffers, as allocated
   std::vector<std::pair<int, comm::Request>> syncing;  // (bucket, its all-reduce)
   std::vector<device::Buffer> sync_buf;        // per bucket, when hop 2 is narrowed
   // Host staging of one step's micro-batches (tokens, targets, predicted-token counts).
@@ -201,6 +203,9 @@ struct Engine::Impl {
 
   // --- gradients -----------------------------------------------------------------------
   GradSlot& acquire_grad(int b) {
+    // A lone rank with one micro-step writes its gradients in place and holds no slots;
+    // a micro-step that cannot (no predicted tokens: weight 0) takes them here.
+    if (grad_slots.empty()) make_grad_slots();
     for (;;) {
       for (auto& s : grad_slots)
         if (s.bucket < 0) {
@@ -214,6 +219,19 @@ struct Engine::Impl {
         }
       MICS_ASSERT(!reducing.empty(), "no gradient slot free and none in flight");
       finish_oldest_reduce();
+    }
+  }
+
+  // The embeddings' gradient lives through the whole backward pass; the others overlap
+  // their reduce-scatter with the next block's backward.
+  void make_grad_slots() {
+    const std::size_t cb = device::dtype_size(dt), rb = device::dtype_size(rdt);
+    grad_slots.resize(4);
+    for (auto& s : grad_slots) {
+      s.grads = device::Buffer(be, largest * cb);
+      if (rdt != dt) s.send = device::Buffer(be, largest * rb);
+      s.recv = device::Buffer(be, largest_chunk * rb);
+      working_bytes += largest * cb + (rdt != dt ? largest * rb : 0) + largest_chunk * rb;
     }
   }
 
@@ -428,37 +446,35 @@ Engine::Engine(const model::ModelConfig& model, const TrainConfig& cfg, device::
       m.compute_shard.emplace_back(backend, compute, static_cast<std::int64_t>(c));
       state_bytes_ += c * device::dtype_size(compute);
     }
-    if (m.persistent) {
+    if (m.persistent && !m.master_view) {  // the master shard is read in place otherwise
       m.persistent_copy.emplace_back(backend, compute, static_cast<std::int64_t>(m.shard[ub].padded()));
       state_bytes_ += m.shard[ub].padded() * device::dtype_size(compute);
     }
   }
 
+  m.largest = largest;
+  m.largest_chunk = largest_chunk;
   const std::size_t cb = device::dtype_size(compute), rb = device::dtype_size(reduce);
-  if (!m.persistent) {
+  // Parameter slots only where passes read gathered copies (not persistent, not the
+  // master shard in place).
+  if (!m.persistent && !m.master_view) {
     // Embeddings (held through the micro-step), the current bucket, the prefetched one,
     // and ln_f alongside the last block at the turn from forward to backward.
     m.param_slots.resize(4);
     for (auto& s : m.param_slots) {
       s.buf = device::Buffer(backend, largest * cb);
-      working_bytes_ += largest * cb;
+      m.working_bytes += largest * cb;
     }
   }
   m.gathered.assign(static_cast<std::size_t>(nb), nullptr);
-  // The embeddings' gradient lives through the whole backward pass; the others overlap
-  // their reduce-scatter with the next block's backward.
-  m.grad_slots.resize(4);
-  for (auto& s : m.grad_slots) {
-    s.grads = device::Buffer(backend, largest * cb);
-    if (reduce != compute) s.send = device::Buffer(backend, largest * rb);
-    s.recv = device::Buffer(backend, largest_chunk * rb);
-    working_bytes_ += largest * cb + (reduce != compute ? largest * rb : 0) + largest_chunk * rb;
-  }
+  // A lone rank whose step is one micro-batch writes every gradient into the accumulator
+  // (direct_grads): the slots would never be touched.
+  if (!(m.direct_grads && accumulation_ == 1)) m.make_grad_slots();
   m.hop2 = cfg.grad_sync == GradSync::two_hop && groups.replication().size() > 1;
   if (m.hop2 && rb < sb)
     for (int b = 0; b < nb; ++b) {
       m.sync_buf.emplace_back(backend, m.chunk(b) * rb);
-      working_bytes_ += m.chunk(b) * rb;
+      m.working_bytes += m.chunk(b) * rb;
     }
   if (!defer_collectives) m.refresh_compute();
 }
@@ -473,6 +489,8 @@ Engine::~Engine() {
 }
 
 const model::BucketLayout& Engine::layout() const { return impl_->layout; }
+
+std::size_t Engine::working_set_bytes() const noexcept { return impl_->working_bytes; }
 
 StepResult Engine::skip_step(double loss, double norm, std::chrono::steady_clock::time_point t0) {
   Impl& m = *impl_;

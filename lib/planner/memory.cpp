@@ -88,18 +88,26 @@ MemoryBreakdown rank_memory(const model::ModelConfig& c, Strategy s, int p, int 
   const BucketSizes b = bucket_sizes(c);
   const double cb = in.compute_bytes, rb = in.reduce_bytes, sb = in.state_bytes;
   const bool separate_compute_shard = in.compute_bytes != in.state_bytes;
+  // Partition groups of one rank computing in the states' type read the master shard in
+  // place: no persistent copy, no parameter slots. With one rank in all and one
+  // micro-step of gradients in that type too, the gradients go straight into the
+  // accumulator: no gradient slots either (an unknown accumulation counts them).
+  const bool master_view = p == 1 && !separate_compute_shard;
+  const bool direct_grads = master_view && in.reduce_bytes == in.compute_bytes && in.replicas == 1 &&
+                            in.accumulation == 1;
   MemoryBreakdown m;
   // master, Adam m and v, gradient accumulator; the compute shard when it is a separate
   // copy; the whole padded bucket for persistent strategies.
   m.states = over_buckets(b, [&](double n) {
     const double chunk = shard_chunk(n, p);
     return 4.0 * chunk * sb + (separate_compute_shard ? chunk * cb : 0.0) +
-           (persistent(s) ? shard_padded(n, p) * cb : 0.0);
+           (persistent(s) && !master_view ? shard_padded(n, p) * cb : 0.0);
   });
   const double big = largest_padded(b, p), big_chunk = largest_chunk(b, p);
   // Four parameter slots (non-persistent) and four gradient slots, as the engine holds.
-  if (!persistent(s)) m.working += 4.0 * big * cb;
-  m.working += 4.0 * (big * cb + (in.reduce_bytes != in.compute_bytes ? big * rb : 0.0) + big_chunk * rb);
+  if (!persistent(s) && !master_view) m.working += 4.0 * big * cb;
+  if (!direct_grads)
+    m.working += 4.0 * (big * cb + (in.reduce_bytes != in.compute_bytes ? big * rb : 0.0) + big_chunk * rb);
   // A hierarchical reduce-scatter keeps a k-chunk temporary while in flight (up to four).
   if (hierarchical && nodes_per_group > 1) m.working += 4.0 * nodes_per_group * big_chunk * rb;
   // A hop 2 narrower than the accumulator all-reduces a cast copy of every shard.

@@ -346,6 +346,7 @@ Prediction predict(const Cluster& c, const Workload& w, const Layout& l) {
                         (l.world * r.step_s) / 1e12;
   MemoryInputs in = memory_inputs(c, w);
   in.replicas = l.world / l.p;
+  in.accumulation = r.accumulation;
   r.memory = rank_memory(w.model, l.strategy, l.p, l.nodes_per_group(), l.two_step(), in);
   r.memory_capacity = c.memory_gib * kGiB * (1.0 - c.memory_margin);
   r.fits = r.memory.total() <= r.memory_capacity;

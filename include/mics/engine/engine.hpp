@@ -109,9 +109,10 @@ public:
 
   // Model-state bytes this rank holds (master, Adam m and v, gradient accumulator, the
   // compute shard when it is a separate copy, and persistent compute copies), from the
-  // engine's own allocation accounting; and the gathered working set's bytes.
+  // engine's own allocation accounting; and the working set's bytes (parameter and
+  // gradient slots, hop-2 buffers) as allocated so far.
   std::size_t model_state_bytes() const noexcept { return state_bytes_; }
-  std::size_t working_set_bytes() const noexcept { return working_bytes_; }
+  std::size_t working_set_bytes() const noexcept;
 
   ShardState shard_state();
   // After the master shards were overwritten (checkpoint load): refresh every derived copy.
@@ -135,7 +136,6 @@ private:
   int accumulation_ = 1;
   int p_ = 1;
   std::size_t state_bytes_ = 0;
-  std::size_t working_bytes_ = 0;
 };
 
 }  // namespace mics::engine

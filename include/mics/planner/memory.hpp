@@ -37,6 +37,7 @@ struct MemoryInputs {
   bool flash_attention = true;  // 4 B per (row, head) (both backends); false: T x T scores
   double workspace_bytes = 0;
   int replicas = 1;             // partition groups (W / p): hop 2 runs when above 1
+  int accumulation = 0;         // micro-steps per optimizer step; 0: not known (see rank_memory)
 };
 
 struct MemoryBreakdown {
