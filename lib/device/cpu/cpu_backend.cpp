@@ -764,7 +764,7 @@ public:
     return causal ? std::min(keys, q0 + i + 1) : keys;
   }
   // Per (b, h), its query blocks in order: dK and dV gather the blocks' contributions in a
-  // fixed order (beta = 1 after zeroing), so the result does not depend on the threads.
+  // fixed order, so the result does not depend on the threads.
   void attention_backward(DType dt, const AttentionShape& s, void* dqkv, const void* dout,
                           const void* qkv, const void* out, const void* saved) override {
     dispatch("attention_backward", dt, [&](auto tag) {
@@ -794,15 +794,19 @@ public:
     const T* v = q + 2 * C;
     T* dk = dq + C;
     T* dv = dq + 2 * C;
-    for (std::int64_t t = 0; t < T_; ++t)
-      for (std::int64_t d = 0; d < HS; ++d) dk[t * C3 + d] = dv[t * C3 + d] = 0;
-    for (std::int64_t q0 = 0; q0 < T_; q0 += kQueryBlock) {
-      const std::int64_t rows = std::min(kQueryBlock, T_ - q0), keys = s.causal ? q0 + rows : T_;
+    // The last query block sees every key (causal or not), so going from the last block to
+    // the first lets that block's GEMMs write dK and dV with beta = 0: no zeroing pass over
+    // the strided T x HS columns, and the later blocks add in a fixed order.
+    const std::int64_t nq = (T_ + kQueryBlock - 1) / kQueryBlock;
+    for (std::int64_t qb = nq - 1; qb >= 0; --qb) {
+      const std::int64_t q0 = qb * kQueryBlock, rows = std::min(kQueryBlock, T_ - q0);
+      const std::int64_t keys = s.causal ? q0 + rows : T_;
+      const double acc = qb == nq - 1 ? 0.0 : 1.0;
       gemm_serial(dt, false, true, rows, keys, HS, scale, q + q0 * C3, C3, k, C3, 0.0, P, keys);
       for (std::int64_t i = 0; i < rows; ++i)
         attn_row_prob(P + i * keys, causal_width(s.causal, q0, i, keys), keys, lse_all[q0 + i]);
       // dV += P^T dO ; dP = dO V^T ; dS ; dQ = dS K ; dK += dS^T Q
-      gemm_serial(dt, true, false, keys, HS, rows, 1.0, P, keys, dO + q0 * C, C, 1.0, dv, C3);
+      gemm_serial(dt, true, false, keys, HS, rows, 1.0, P, keys, dO + q0 * C, C, acc, dv, C3);
       gemm_serial(dt, false, true, rows, keys, HS, 1.0, dO + q0 * C, C, v, C3, 0.0, dP, keys);
       for (std::int64_t i = 0; i < rows; ++i) {
         // rowsum(P * dP) = sum_j P_ij (dO_i . v_j) = dO_i . O_i: HS terms instead of keys.
@@ -814,7 +818,7 @@ public:
                         dot, static_cast<T>(scale));
       }
       gemm_serial(dt, false, false, rows, HS, keys, 1.0, dP, keys, k, C3, 0.0, dq + q0 * C3, C3);
-      gemm_serial(dt, true, false, keys, HS, rows, 1.0, dP, keys, q + q0 * C3, C3, 1.0, dk, C3);
+      gemm_serial(dt, true, false, keys, HS, rows, 1.0, dP, keys, q + q0 * C3, C3, acc, dk, C3);
     }
   }
 
