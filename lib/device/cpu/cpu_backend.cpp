@@ -725,6 +725,10 @@ public:
   // are what costs beside the GEMMs, so each block is touched as few times as possible: the
   // forward scales the kQueryBlock x HS output by 1/z instead of normalising P, and the
   // backward takes rowsum(P * dP) as dO . O (HS terms) instead of a pass over the block.
+  // 64 rather than 128: 128-row blocks run the block GEMMs' shapes faster alone (single
+  // thread, keys 1024: 45 -> 61 GF/s for the scores), but the backward's two blocks then
+  // outgrow a 512 KiB L2 at T = 1024 and T = 256 executes 20% more masked scores; in the
+  // kernels, neither T resolved a gain on the shared machine (validation/BENCHMARKS.md).
   static constexpr std::int64_t kQueryBlock = 64;
   std::size_t attention_saved_bytes(DType dt, const AttentionShape& s) const override {
     // f64 keeps the log-sum-exp in f64: a float one would leave P off by 1e-7 relative.
