@@ -469,6 +469,36 @@ BOOST_AUTO_TEST_CASE(attention_long_sequences) {
   });
 }
 
+// The CPU attention splits its work over (b, h) and query blocks: the bits must not depend
+// on the thread count (f32 and f64, causal and not, a ragged last block, several heads).
+BOOST_AUTO_TEST_CASE(attention_same_bits_at_any_thread_count) {
+  auto one = mics::device::make_cpu_backend(1), three = mics::device::make_cpu_backend(3);
+  const AttentionShape base{2, 130, 3, 8, true};
+  const std::int64_t C = base.NH * base.HS, BT = base.B * base.T;
+  const auto qkv = random_vector(static_cast<std::size_t>(BT * 3 * C), 72, -2, 2);
+  const auto dout = random_vector(static_cast<std::size_t>(BT * C), 73);
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (bool causal : {true, false}) {
+      BOOST_TEST_CONTEXT(dtype_name(dt) << " causal " << causal) {
+        AttentionShape s = base;
+        s.causal = causal;
+        std::vector<std::vector<double>> got;
+        for (Backend* be : {one.get(), three.get()}) {
+          DevTensor x(*be, dt, qkv), dy(*be, dt, dout), y(*be, dt, static_cast<std::size_t>(BT * C)),
+              dx(*be, dt, qkv.size());
+          mics::device::Buffer saved(*be, be->attention_saved_bytes(dt, s));
+          be->attention_forward(dt, s, y.get(), saved.get(), x.get());
+          be->attention_backward(dt, s, dx.get(), dy.get(), x.get(), y.get(), saved.get());
+          got.push_back(y.download());
+          got.push_back(dx.download());
+        }
+        BOOST_CHECK(got[0] == got[2]);
+        BOOST_CHECK(got[1] == got[3]);
+      }
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(cross_entropy) {
   for_each_case([](Case& c) {
     const std::int64_t N = 9, V = 37, ld = 40;

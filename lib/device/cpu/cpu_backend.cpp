@@ -725,6 +725,10 @@ public:
   // are what costs beside the GEMMs, so each block is touched as few times as possible: the
   // forward scales the kQueryBlock x HS output by 1/z instead of normalising P, and the
   // backward takes rowsum(P * dP) as dO . O (HS terms) instead of a pass over the block.
+  // 64 rather than 128: 128-row blocks run the block GEMMs' shapes faster alone (single
+  // thread, keys 1024: 45 -> 61 GF/s for the scores), but the backward's two blocks then
+  // outgrow a 512 KiB L2 at T = 1024 and T = 256 executes 20% more masked scores; in the
+  // kernels, neither T resolved a gain on the shared machine (validation/BENCHMARKS.md).
   static constexpr std::int64_t kQueryBlock = 64;
   std::size_t attention_saved_bytes(DType dt, const AttentionShape& s) const override {
     // f64 keeps the log-sum-exp in f64: a float one would leave P off by 1e-7 relative.
@@ -759,51 +763,72 @@ public:
       }
     });
   }
+  // Copies one head's T x HS columns (row stride ld) into a contiguous panel. The block
+  // GEMMs are small (HS = 64) and BLAS repacks their operands on every call; read from a
+  // panel, those repacks touch T x HS values in whole cache lines instead of 64-value
+  // pieces of 3C-wide rows (single-thread sgemm on the block shapes: 5-15% faster).
+  template <class T>
+  static void gather_head(T* panel, const T* src, std::int64_t T_, std::int64_t HS, std::int64_t ld) {
+    for (std::int64_t t = 0; t < T_; ++t)
+      std::memcpy(panel + t * HS, src + t * ld, static_cast<std::size_t>(HS) * sizeof(T));
+  }
   // How many keys row i of a block starting at query q0 sees (the rest are masked).
   static std::int64_t causal_width(bool causal, std::int64_t q0, std::int64_t i, std::int64_t keys) {
     return causal ? std::min(keys, q0 + i + 1) : keys;
   }
   // Per (b, h), its query blocks in order: dK and dV gather the blocks' contributions in a
-  // fixed order (beta = 1 after zeroing), so the result does not depend on the threads.
+  // fixed order, so the result does not depend on the threads.
   void attention_backward(DType dt, const AttentionShape& s, void* dqkv, const void* dout,
                           const void* qkv, const void* out, const void* saved) override {
     dispatch("attention_backward", dt, [&](auto tag) {
       using T = decltype(tag);
       const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C, HS = s.HS;
       const double scale = 1.0 / std::sqrt(static_cast<double>(HS));
-      std::vector<T>& work = scratch<T>(static_cast<std::size_t>(threads_ * 2 * kQueryBlock * T_));
+      const std::int64_t per_thread = 2 * kQueryBlock * T_ + 3 * T_ * HS;
+      std::vector<T>& work = scratch<T>(static_cast<std::size_t>(threads_ * per_thread));
 #pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
       for (std::int64_t bh = 0; bh < s.B * s.NH; ++bh) {
         const std::int64_t b = bh / s.NH, h = bh % s.NH;
-        T* P = work.data() + static_cast<std::int64_t>(omp_get_thread_num()) * 2 * kQueryBlock * T_;
+        T* mine = work.data() + static_cast<std::int64_t>(omp_get_thread_num()) * per_thread;
         const std::int64_t qo = b * T_ * C3 + h * HS, oo = b * T_ * C + h * HS;
-        attention_backward_head<T>(s, scale, P, P + kQueryBlock * T_, static_cast<const T*>(qkv) + qo,
+        attention_backward_head<T>(s, scale, mine, static_cast<const T*>(qkv) + qo,
                                    static_cast<T*>(dqkv) + qo, static_cast<const T*>(dout) + oo,
                                    static_cast<const T*>(out) + oo,
                                    static_cast<const T*>(saved) + bh * T_);
       }
     });
   }
-  // One (b, h): q/dq point at its query columns of qkv/dqkv, dO/O at its columns of dout/out.
+  // One (b, h): qkv/dq point at its query columns of qkv/dqkv, dO/O at its columns of
+  // dout/out; `work` holds the two kQueryBlock x T blocks and the Q, K, V panels.
   template <class T>
-  void attention_backward_head(const AttentionShape& s, double scale, T* P, T* dP, const T* q, T* dq,
+  void attention_backward_head(const AttentionShape& s, double scale, T* work, const T* qkv, T* dq,
                                const T* dO, const T* O, const T* lse_all) {
     const DType dt = sizeof(T) == sizeof(double) ? DType::f64 : DType::f32;
     const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C, HS = s.HS;
-    const T* k = q + C;
-    const T* v = q + 2 * C;
+    T* P = work;
+    T* dP = P + kQueryBlock * T_;
+    T* q = dP + kQueryBlock * T_;
+    T* k = q + T_ * HS;
+    T* v = k + T_ * HS;
+    gather_head(q, qkv, T_, HS, C3);
+    gather_head(k, qkv + C, T_, HS, C3);
+    gather_head(v, qkv + 2 * C, T_, HS, C3);
     T* dk = dq + C;
     T* dv = dq + 2 * C;
-    for (std::int64_t t = 0; t < T_; ++t)
-      for (std::int64_t d = 0; d < HS; ++d) dk[t * C3 + d] = dv[t * C3 + d] = 0;
-    for (std::int64_t q0 = 0; q0 < T_; q0 += kQueryBlock) {
-      const std::int64_t rows = std::min(kQueryBlock, T_ - q0), keys = s.causal ? q0 + rows : T_;
-      gemm_serial(dt, false, true, rows, keys, HS, scale, q + q0 * C3, C3, k, C3, 0.0, P, keys);
+    // The last query block sees every key (causal or not), so going from the last block to
+    // the first lets that block's GEMMs write dK and dV with beta = 0: no zeroing pass over
+    // the strided T x HS columns, and the later blocks add in a fixed order.
+    const std::int64_t nq = (T_ + kQueryBlock - 1) / kQueryBlock;
+    for (std::int64_t qb = nq - 1; qb >= 0; --qb) {
+      const std::int64_t q0 = qb * kQueryBlock, rows = std::min(kQueryBlock, T_ - q0);
+      const std::int64_t keys = s.causal ? q0 + rows : T_;
+      const double acc = qb == nq - 1 ? 0.0 : 1.0;
+      gemm_serial(dt, false, true, rows, keys, HS, scale, q + q0 * HS, HS, k, HS, 0.0, P, keys);
       for (std::int64_t i = 0; i < rows; ++i)
         attn_row_prob(P + i * keys, causal_width(s.causal, q0, i, keys), keys, lse_all[q0 + i]);
       // dV += P^T dO ; dP = dO V^T ; dS ; dQ = dS K ; dK += dS^T Q
-      gemm_serial(dt, true, false, keys, HS, rows, 1.0, P, keys, dO + q0 * C, C, 1.0, dv, C3);
-      gemm_serial(dt, false, true, rows, keys, HS, 1.0, dO + q0 * C, C, v, C3, 0.0, dP, keys);
+      gemm_serial(dt, true, false, keys, HS, rows, 1.0, P, keys, dO + q0 * C, C, acc, dv, C3);
+      gemm_serial(dt, false, true, rows, keys, HS, 1.0, dO + q0 * C, C, v, HS, 0.0, dP, keys);
       for (std::int64_t i = 0; i < rows; ++i) {
         // rowsum(P * dP) = sum_j P_ij (dO_i . v_j) = dO_i . O_i: HS terms instead of keys.
         const T* dor = dO + (q0 + i) * C;
@@ -813,8 +838,8 @@ public:
         attn_row_dscore(dP + i * keys, P + i * keys, causal_width(s.causal, q0, i, keys), keys,
                         dot, static_cast<T>(scale));
       }
-      gemm_serial(dt, false, false, rows, HS, keys, 1.0, dP, keys, k, C3, 0.0, dq + q0 * C3, C3);
-      gemm_serial(dt, true, false, keys, HS, rows, 1.0, dP, keys, q + q0 * C3, C3, 1.0, dk, C3);
+      gemm_serial(dt, false, false, rows, HS, keys, 1.0, dP, keys, k, HS, 0.0, dq + q0 * C3, C3);
+      gemm_serial(dt, true, false, keys, HS, rows, 1.0, dP, keys, q + q0 * HS, HS, acc, dk, C3);
     }
   }
 
