@@ -166,6 +166,22 @@ BOOST_AUTO_TEST_CASE(a_replication_group_inside_nodes_is_two_level) {
     }
 }
 
+// Sums rank-dependent exactly representable and rough inputs with `sum` (in place) and
+// checks both against their closed forms, and the rough sums' bits against rank 0's.
+template <class Sum>
+void check_sums(std::size_t count, DType dt, Sum sum) {
+  Buffer exact(dt, count), rough(dt, count);
+  for (std::size_t e = 0; e < count; ++e) {
+    exact.set(e, exact_value(world_rank(), e));
+    rough.set(e, rough_value(world_rank(), e));
+  }
+  sum(exact.data());
+  sum(rough.data());
+  BOOST_CHECK_EQUAL(check_exact(exact), 0);
+  BOOST_CHECK_EQUAL(check_rough(rough), 0);
+  BOOST_CHECK(mics::test::all_ranks(MPI_COMM_WORLD, same_as_rank0(rough)));
+}
+
 BOOST_AUTO_TEST_CASE(sums_equal_the_reference_and_every_rank_holds_the_same_bits) {
   MpiCollectives coll;
   const auto W = static_cast<std::size_t>(world_size());
@@ -176,16 +192,7 @@ BOOST_AUTO_TEST_CASE(sums_equal_the_reference_and_every_rank_holds_the_same_bits
     for (std::size_t count : {std::size_t{20011}, W * 65536 + 5})
       for (DType dt : kTypes) {
         BOOST_TEST_CONTEXT(pg.plan().describe() << " " << mics::comm::dtype_name(dt) << " count " << count) {
-          Buffer exact(dt, count), rough(dt, count);
-          for (std::size_t e = 0; e < count; ++e) {
-            exact.set(e, exact_value(world_rank(), e));
-            rough.set(e, rough_value(world_rank(), e));
-          }
-          coll.all_reduce(exact.data(), count, dt, pg.world()).wait();
-          coll.all_reduce(rough.data(), count, dt, pg.world()).wait();
-          BOOST_CHECK_EQUAL(check_exact(exact), 0);
-          BOOST_CHECK_EQUAL(check_rough(rough), 0);
-          BOOST_CHECK(mics::test::all_ranks(MPI_COMM_WORLD, same_as_rank0(rough)));
+          check_sums(count, dt, [&](void* buf) { coll.all_reduce(buf, count, dt, pg.world()).wait(); });
         }
       }
   }
@@ -199,16 +206,7 @@ BOOST_AUTO_TEST_CASE(small_and_uneven_counts_run_two_level_too) {
     for (std::size_t count : {std::size_t{0}, std::size_t{1}, m - 1, W - 1, W + 1, 3 * W + m + 1})
       for (DType dt : kTypes) {
         BOOST_TEST_CONTEXT(pg.plan().describe() << " " << mics::comm::dtype_name(dt) << " count " << count) {
-          Buffer exact(dt, count), rough(dt, count);
-          for (std::size_t e = 0; e < count; ++e) {
-            exact.set(e, exact_value(world_rank(), e));
-            rough.set(e, rough_value(world_rank(), e));
-          }
-          run_two_level(pg.world(), exact.data(), count, dt);
-          run_two_level(pg.world(), rough.data(), count, dt);
-          BOOST_CHECK_EQUAL(check_exact(exact), 0);
-          BOOST_CHECK_EQUAL(check_rough(rough), 0);
-          BOOST_CHECK(mics::test::all_ranks(MPI_COMM_WORLD, same_as_rank0(rough)));
+          check_sums(count, dt, [&](void* buf) { run_two_level(pg.world(), buf, count, dt); });
         }
       }
   }
