@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "mics/core/error.hpp"
@@ -82,31 +83,16 @@ AdamWCoef<T> adamw_coef(const AdamWParams& hp) {
 }
 
 // The update of backend.hpp (AdamWParams), in the state type T, each value read and
-// written once.
-template <class T, class G>
-MICS_VECTOR_CLONES void adamw_range(T* __restrict p, T* __restrict m, T* __restrict v, const G* __restrict g, std::int64_t lo,
-                 std::int64_t hi, const AdamWCoef<T> c) {
+// written once. With Zero, each gradient element is zeroed right after it is read (the
+// engine's accumulator, ready for the next step without a pass of its own).
+template <bool Zero, class T, class G>
+MICS_VECTOR_CLONES void adamw_range(T* __restrict p, T* __restrict m, T* __restrict v,
+                                    std::conditional_t<Zero, G*, const G*> __restrict g, std::int64_t lo,
+                                    std::int64_t hi, const AdamWCoef<T> c) {
 #pragma omp simd
   for (std::int64_t i = lo; i < hi; ++i) {
     const T gi = static_cast<T>(widen(g[i])) * c.gs;
-    const T mi = c.b1 * m[i] + c.ob1 * gi;
-    const T vi = c.b2 * v[i] + c.ob2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    const T mh = mi * c.ibc1, vh = vi * c.ibc2;
-    p[i] = p[i] - c.decay * p[i] - c.lr * mh / (std::sqrt(vh) + c.eps);
-  }
-}
-
-// adamw_range, and each gradient element zeroed right after it is read (the engine's
-// accumulator, ready for the next step without a pass of its own).
-template <class T, class G>
-MICS_VECTOR_CLONES void adamw_zero_range(T* __restrict p, T* __restrict m, T* __restrict v, G* __restrict g,
-                                         std::int64_t lo, std::int64_t hi, const AdamWCoef<T> c) {
-#pragma omp simd
-  for (std::int64_t i = lo; i < hi; ++i) {
-    const T gi = static_cast<T>(widen(g[i])) * c.gs;
-    g[i] = G{};
+    if constexpr (Zero) g[i] = G{};
     const T mi = c.b1 * m[i] + c.ob1 * gi;
     const T vi = c.b2 * v[i] + c.ob2 * gi * gi;
     m[i] = mi;
@@ -154,36 +140,35 @@ double sum_blocks(const S* x, std::int64_t n, int threads) {
   return s;
 }
 
-}  // namespace
 
-void adamw(DType dt, void* param, void* m, void* v, DType grad_dt, const void* grad, std::int64_t n,
-           const AdamWParams& hp, int threads) {
+// adamw and adamw_zero_grad: GradPtr is const void* or void* (the gradient zeroed).
+template <bool Zero, class GradPtr>
+void adamw_over(DType dt, void* param, void* m, void* v, DType grad_dt, GradPtr grad, std::int64_t n,
+                const AdamWParams& hp, int threads) {
   with_state("adamw", dt, [&](auto t) {
     using T = decltype(t);
     const AdamWCoef<T> c = adamw_coef<T>(hp);
     with_storage("adamw (gradient)", grad_dt, [&](auto gt) {
       using G = decltype(gt);
+      using GP = std::conditional_t<Zero, G*, const G*>;
       split(n, threads, [&](std::int64_t lo, std::int64_t hi) {
-        adamw_range(static_cast<T*>(param), static_cast<T*>(m), static_cast<T*>(v), static_cast<const G*>(grad), lo,
-                    hi, c);
+        adamw_range<Zero, T, G>(static_cast<T*>(param), static_cast<T*>(m), static_cast<T*>(v),
+                                static_cast<GP>(grad), lo, hi, c);
       });
     });
   });
 }
 
+}  // namespace
+
+void adamw(DType dt, void* param, void* m, void* v, DType grad_dt, const void* grad, std::int64_t n,
+           const AdamWParams& hp, int threads) {
+  adamw_over<false>(dt, param, m, v, grad_dt, grad, n, hp, threads);
+}
+
 void adamw_zero_grad(DType dt, void* param, void* m, void* v, DType grad_dt, void* grad, std::int64_t n,
                      const AdamWParams& hp, int threads) {
-  with_state("adamw", dt, [&](auto t) {
-    using T = decltype(t);
-    const AdamWCoef<T> c = adamw_coef<T>(hp);
-    with_storage("adamw (gradient)", grad_dt, [&](auto gt) {
-      using G = decltype(gt);
-      split(n, threads, [&](std::int64_t lo, std::int64_t hi) {
-        adamw_zero_range(static_cast<T*>(param), static_cast<T*>(m), static_cast<T*>(v), static_cast<G*>(grad),
-                         lo, hi, c);
-      });
-    });
-  });
+  adamw_over<true>(dt, param, m, v, grad_dt, grad, n, hp, threads);
 }
 
 void accumulate(DType dst_dt, void* dst, DType src_dt, const void* src, std::int64_t n, double alpha,
