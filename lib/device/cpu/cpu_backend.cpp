@@ -849,20 +849,7 @@ public:
                              std::int64_t ld) override {
     dispatch("cross_entropy_forward", dt, [&](auto tag) {
       using T = decltype(tag);
-      T* out = static_cast<T*>(losses);
-      const T* x = static_cast<const T*>(logits);
-#pragma omp parallel for num_threads(threads_) schedule(static) if (N * V > 16384)
-      for (std::int64_t r = 0; r < N; ++r) {
-        if (targets[r] < 0) {
-          out[r] = 0;
-          continue;
-        }
-        const T* row = x + r * ld;
-        const T mx = row_max(row, V);
-        const T z = row_sum_exp(row, V, mx);
-        out[r] = static_cast<T>(std::log(static_cast<double>(z)) + static_cast<double>(mx) -
-                                static_cast<double>(row[targets[r]]));
-      }
+      ce_forward_rows<T>(static_cast<T*>(losses), nullptr, static_cast<const T*>(logits), targets, N, V, ld);
     });
   }
   void cross_entropy_backward(DType dt, void* dlogits, const void* logits,
@@ -870,23 +857,12 @@ public:
                               std::int64_t ld, double grad_scale) override {
     dispatch("cross_entropy_backward", dt, [&](auto tag) {
       using T = decltype(tag);
-      T* d = static_cast<T*>(dlogits);
-      const T* x = static_cast<const T*>(logits);
-#pragma omp parallel for num_threads(threads_) schedule(static) if (N * V > 16384)
-      for (std::int64_t r = 0; r < N; ++r) {
-        T* drow = d + r * ld;
-        if (targets[r] < 0) {
-          for (std::int64_t j = 0; j < V; ++j) drow[j] = 0;
-          continue;
-        }
-        const T* row = x + r * ld;
-        const T mx = row_max(row, V);
-        const T z = row_sum_exp(row, V, mx);
-        const T inv = static_cast<T>(grad_scale / static_cast<double>(z)), sc = static_cast<T>(grad_scale);
-        const std::int64_t t = targets[r];
-        row_exp_scaled(drow, row, V, mx, inv);
-        drow[t] -= sc;
-      }
+      ce_backward_rows<T>(static_cast<T*>(dlogits), static_cast<const T*>(logits), targets, N, V, ld, grad_scale,
+                          [&](T* drow, const T* row, std::int64_t) {
+                            const T mx = row_max(row, V);
+                            const T z = row_sum_exp(row, V, mx);
+                            row_exp_scaled(drow, row, V, mx, static_cast<T>(grad_scale / static_cast<double>(z)));
+                          });
     });
   }
 
@@ -898,23 +874,8 @@ public:
                                  std::int64_t ld) override {
     dispatch("cross_entropy_forward_lse", dt, [&](auto tag) {
       using T = decltype(tag);
-      T* out = static_cast<T*>(losses);
-      T* ls = static_cast<T*>(lse);
-      const T* x = static_cast<const T*>(logits);
-#pragma omp parallel for num_threads(threads_) schedule(static) if (N * V > 16384)
-      for (std::int64_t r = 0; r < N; ++r) {
-        if (targets[r] < 0) {
-          out[r] = 0;
-          ls[r] = 0;
-          continue;
-        }
-        const T* row = x + r * ld;
-        const T mx = row_max(row, V);
-        const T z = row_sum_exp(row, V, mx);
-        const double l = std::log(static_cast<double>(z)) + static_cast<double>(mx);
-        out[r] = static_cast<T>(l - static_cast<double>(row[targets[r]]));
-        ls[r] = static_cast<T>(l);
-      }
+      ce_forward_rows<T>(static_cast<T*>(losses), static_cast<T*>(lse), static_cast<const T*>(logits), targets, N,
+                         V, ld);
     });
   }
   void cross_entropy_backward_lse(DType dt, void* dlogits, const void* logits, const void* lse,
@@ -922,23 +883,46 @@ public:
                                   std::int64_t ld, double grad_scale) override {
     dispatch("cross_entropy_backward_lse", dt, [&](auto tag) {
       using T = decltype(tag);
-      T* d = static_cast<T*>(dlogits);
-      const T* x = static_cast<const T*>(logits);
       const T* ls = static_cast<const T*>(lse);
       const T sc = static_cast<T>(grad_scale);
-#pragma omp parallel for num_threads(threads_) schedule(static) if (N * V > 16384)
-      for (std::int64_t r = 0; r < N; ++r) {
-        T* drow = d + r * ld;
-        if (targets[r] < 0) {
-          for (std::int64_t j = 0; j < V; ++j) drow[j] = 0;
-          continue;
-        }
-        const T* row = x + r * ld;
-        const T l = ls[r];
-        row_exp_scaled(drow, row, V, l, sc);
-        drow[targets[r]] -= sc;
-      }
+      ce_backward_rows<T>(static_cast<T*>(dlogits), static_cast<const T*>(logits), targets, N, V, ld, grad_scale,
+                          [&](T* drow, const T* row, std::int64_t r) { row_exp_scaled(drow, row, V, ls[r], sc); });
     });
+  }
+  // Each row's loss, log(sum exp) - its target's logit (0 for rows without a target), and
+  // when lse is given the row's log-sum-exp there too.
+  template <class T>
+  void ce_forward_rows(T* out, T* lse, const T* x, const std::int32_t* targets, std::int64_t N, std::int64_t V,
+                       std::int64_t ld) {
+#pragma omp parallel for num_threads(threads_) schedule(static) if (N * V > 16384)
+    for (std::int64_t r = 0; r < N; ++r) {
+      double l = 0.0, loss = 0.0;
+      if (targets[r] >= 0) {
+        const T* row = x + r * ld;
+        const T mx = row_max(row, V);
+        l = std::log(static_cast<double>(row_sum_exp(row, V, mx))) + static_cast<double>(mx);
+        loss = l - static_cast<double>(row[targets[r]]);
+      }
+      out[r] = static_cast<T>(loss);
+      if (lse) lse[r] = static_cast<T>(l);
+    }
+  }
+  // The gradient rows: softmax(row) * grad_scale, written by exp_row(drow, row, r), less
+  // grad_scale at the target; rows without a target are zero.
+  template <class T, class ExpRow>
+  void ce_backward_rows(T* d, const T* x, const std::int32_t* targets, std::int64_t N, std::int64_t V,
+                        std::int64_t ld, double grad_scale, ExpRow exp_row) {
+    const T sc = static_cast<T>(grad_scale);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (N * V > 16384)
+    for (std::int64_t r = 0; r < N; ++r) {
+      T* drow = d + r * ld;
+      if (targets[r] < 0) {
+        for (std::int64_t j = 0; j < V; ++j) drow[j] = 0;
+        continue;
+      }
+      exp_row(drow, x + r * ld, r);
+      drow[targets[r]] -= sc;
+    }
   }
 
   // --- AdamW --------------------------------------------------------------------------------
