@@ -538,6 +538,21 @@ BOOST_AUTO_TEST_CASE(cross_entropy) {
   });
 }
 
+namespace {
+// AdamW in f64 (decoupled weight decay, bias-corrected moments) at step hp.step.
+void adamw_step_reference(std::vector<double>& p, std::vector<double>& m, std::vector<double>& v,
+                     const std::vector<double>& g, const mics::device::AdamWParams& hp) {
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    const double gi = g[i] * hp.grad_scale;
+    m[i] = hp.beta1 * m[i] + (1 - hp.beta1) * gi;
+    v[i] = hp.beta2 * v[i] + (1 - hp.beta2) * gi * gi;
+    const double mh = m[i] / (1 - std::pow(hp.beta1, hp.step));
+    const double vh = v[i] / (1 - std::pow(hp.beta2, hp.step));
+    p[i] = p[i] - hp.lr * hp.weight_decay * p[i] - hp.lr * mh / (std::sqrt(vh) + hp.eps);
+  }
+}
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(adamw) {
   for_each_backend([](Backend& be) {
     for (DType dt : {DType::f64, DType::f32}) {
@@ -555,14 +570,7 @@ BOOST_AUTO_TEST_CASE(adamw) {
             dg.upload(g);
             hp.step = step;
             be.adamw(dt, dp.get(), dm.get(), dv.get(), gdt, dg.get(), static_cast<std::int64_t>(n), hp);
-            for (std::size_t i = 0; i < n; ++i) {
-              const double gi = g[i] * hp.grad_scale;
-              m[i] = hp.beta1 * m[i] + (1 - hp.beta1) * gi;
-              v[i] = hp.beta2 * v[i] + (1 - hp.beta2) * gi * gi;
-              const double mh = m[i] / (1 - std::pow(hp.beta1, step));
-              const double vh = v[i] / (1 - std::pow(hp.beta2, step));
-              p[i] = p[i] - hp.lr * hp.weight_decay * p[i] - hp.lr * mh / (std::sqrt(vh) + hp.eps);
-            }
+            adamw_step_reference(p, m, v, g, hp);
           }
           MICS_CHECK_CLOSE(dp.download(), p, dt == DType::f64 ? 1e-12 : 1e-5);
           MICS_CHECK_CLOSE(dm.download(), m, dt == DType::f64 ? 1e-12 : 1e-5);
@@ -591,14 +599,7 @@ BOOST_AUTO_TEST_CASE(adamw_zero_grad) {
             dg.upload(g);
             hp.step = step;
             be.adamw_zero_grad(dt, dp.get(), dm.get(), dv.get(), dt, dg.get(), static_cast<std::int64_t>(n), hp);
-            for (std::size_t i = 0; i < n; ++i) {
-              const double gi = g[i] * hp.grad_scale;
-              m[i] = hp.beta1 * m[i] + (1 - hp.beta1) * gi;
-              v[i] = hp.beta2 * v[i] + (1 - hp.beta2) * gi * gi;
-              const double mh = m[i] / (1 - std::pow(hp.beta1, step));
-              const double vh = v[i] / (1 - std::pow(hp.beta2, step));
-              p[i] = p[i] - hp.lr * hp.weight_decay * p[i] - hp.lr * mh / (std::sqrt(vh) + hp.eps);
-            }
+            adamw_step_reference(p, m, v, g, hp);
             BOOST_TEST(dg.download() == std::vector<double>(n, 0.0));
           }
           MICS_CHECK_CLOSE(dp.download(), p, dt == DType::f64 ? 1e-12 : 1e-5);
@@ -637,14 +638,8 @@ AdamWRun adamw_reference(DType dt, DType gdt, std::size_t n, int steps) {
   mics::device::AdamWParams hp;
   hp.lr = 0.01; hp.weight_decay = 0.1; hp.grad_scale = 0.5;
   for (int step = 1; step <= steps; ++step) {
-    const auto g = representable(gdt, random_vector(n, 200 + static_cast<std::uint64_t>(step)));
-    for (std::size_t i = 0; i < n; ++i) {
-      const double gi = g[i] * hp.grad_scale;
-      r.m[i] = hp.beta1 * r.m[i] + (1 - hp.beta1) * gi;
-      r.v[i] = hp.beta2 * r.v[i] + (1 - hp.beta2) * gi * gi;
-      const double mh = r.m[i] / (1 - std::pow(hp.beta1, step)), vh = r.v[i] / (1 - std::pow(hp.beta2, step));
-      r.p[i] = r.p[i] - hp.lr * hp.weight_decay * r.p[i] - hp.lr * mh / (std::sqrt(vh) + hp.eps);
-    }
+    hp.step = step;
+    adamw_step_reference(r.p, r.m, r.v, representable(gdt, random_vector(n, 200 + static_cast<std::uint64_t>(step))), hp);
   }
   return r;
 }
