@@ -47,7 +47,7 @@ def load_average():
 def model_flops(seq, batch):
     """docs/DESIGN.md section 6 with f = 3 (no recomputation)."""
     s, l, h, v = seq, LAYERS, HIDDEN, VOCAB
-    return 24 * 3 * batch * s * l * h * h * (1 + s / (6 * h) + v / (16 * l * h))
+    return 24 * 3 * batch * s * l * h * h * (1 + s / (6 * h)) + 6 * batch * s * h * v
 
 
 def spread(values):

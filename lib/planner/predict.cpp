@@ -269,16 +269,16 @@ const char* baseline_name(Baseline b) { return b == Baseline::engine ? "engine" 
 ComputeSplit compute_split(const Cluster& c, const Workload& w, const Layout& l) {
   const double rate = c.rank_peak_tflops(l.world) * 1e12 * c.compute_efficiency;
   const model::ModelConfig& m = w.model;
-  const double total = model::training_flops(m, static_cast<double>(w.micro_batch), w.recompute) / rate;
-  const double s = static_cast<double>(m.seq), h = static_cast<double>(m.hidden),
-               L = static_cast<double>(m.layers), V = static_cast<double>(m.vocab);
-  const double head_share = V / (16.0 * L * h) / (1.0 + s / (6.0 * h) + V / (16.0 * L * h));
-  const double f = w.recompute ? 4.0 : 3.0;
+  const double sequences = static_cast<double>(w.micro_batch);
+  const double head = model::head_training_flops(m, sequences) / rate;
+  const double blocks = model::training_flops(m, sequences, w.recompute) / rate - head;
+  const double L = static_cast<double>(m.layers);
+  const double f = w.recompute ? 4.0 : 3.0;  // the recomputed forward runs inside the backward
   ComputeSplit out;
-  out.fwd_head = total * head_share / f;
-  out.bwd_head = total * head_share * (f - 1) / f;
-  out.fwd_block = total * (1 - head_share) / L / f;
-  out.bwd_block = total * (1 - head_share) / L * (f - 1) / f;
+  out.fwd_head = head / 3;
+  out.bwd_head = head * 2 / 3;
+  out.fwd_block = blocks / L / f;
+  out.bwd_block = blocks / L * (f - 1) / f;
   return out;
 }
 

@@ -55,8 +55,8 @@ void print_banner(const Job& job) {
   std::ostringstream b;
   b << "mics-train: global batch " << tc.global_batch << " = " << job.world << " ranks x " << tc.micro_batch
     << " sequences x " << job.engine->accumulation() << " micro-steps; data " << opt.data
-    << "; model TFLOPS = 24*3*B*s*l*h^2*(1 + s/(6h) + V/(16lh)) per step / (ranks x step time)"
-    << (tc.recompute ? "; activation recomputation ON (hardware does 4/3 of that: f=4)"
+    << "; model TFLOPS = (72*B*s*l*h^2*(1 + s/(6h)) + 6*B*s*h*V) per step / (ranks x step time)"
+    << (tc.recompute ? "; activation recomputation ON (the hardware also reruns each block's forward: 96 for 72)"
                      : "; activation recomputation off");
   job.say(b.str());
 }
@@ -66,7 +66,7 @@ void print_summary(Job& job, Trainer& trainer) {
   s.model_state_bytes_per_rank = job.engine->model_state_bytes();
   s.peak_bytes_per_rank = job.backend->peak_bytes_in_use();
   s.groups = trainer.traffic();
-  s.flops_formula = std::string("model FLOPs 24*3*B*s*l*h^2*(1 + s/(6h) + V/(16lh)) per step (Narayanan et al. 2021)") +
+  s.flops_formula = std::string("model FLOPs 72*B*s*l*h^2*(1 + s/(6h)) + 6*B*s*h*V per step (Narayanan et al. 2021)") +
                     (job.opt.train.recompute ? ", recomputation on" : ", recomputation off");
   if (job.lead() && s.steps > 0) std::printf("%s", report::format_summary(s).c_str()), std::fflush(stdout);
   if (trainer.state().skipped_total > 0)

@@ -252,7 +252,7 @@ BOOST_AUTO_TEST_CASE(summary_means_totals_and_text) {
   BOOST_CHECK_CLOSE(s.groups[1].exposed_ms, 0.75, 1e-9);
   s.groups[0].size = 4;
   s.model_state_bytes_per_rank = 3ull << 30;
-  s.flops_formula = "24*3*B*s*l*h^2*(1 + s/(6h) + V/(16lh)) (Narayanan et al. 2021)";
+  s.flops_formula = "72*B*s*l*h^2*(1 + s/(6h)) + 6*B*s*h*V (Narayanan et al. 2021)";
   const std::string text = format_summary(s);
   BOOST_TEST_INFO(text);
   BOOST_CHECK(text.find("mean TFLOPS per rank: 5 (MFU 25.0%)") != std::string::npos);

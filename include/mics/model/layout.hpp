@@ -69,8 +69,11 @@ void init_bucket(const ModelConfig& c, const BucketLayout& layout, int bucket,
 
 // docs/DESIGN.md section 6 (Narayanan et al. 2021, eq. 3): FLOPs for one forward and
 // backward pass over `sequences` sequences of c.seq tokens,
-//   F = 24 f B s l h^2 (1 + s/(6h) + V/(16 l h)),  f = 4 with recomputation, else 3.
+//   F = 24 f B s l h^2 (1 + s/(6h)) + 6 B s h V,  f = 4 with recomputation, else 3.
+// The head's 6 B s h V does not scale with f: it is never recomputed.
 double training_flops(const ModelConfig& c, double sequences, bool recompute = false);
+// The head's share of training_flops: forward 2 B s h V, backward 4 B s h V.
+double head_training_flops(const ModelConfig& c, double sequences);
 // The same per token (B*s = 1).
 double flops_per_token(const ModelConfig& c, bool recompute = false);
 
