@@ -119,6 +119,7 @@ Request parse_request(const po::variables_map& vm, const mics::model::ModelConfi
   r.base.two_hop = gs == "two-hop";
   r.base.overlap_grad_sync = vm["overlap-grad-sync"].as<bool>();
   r.base.prefetch = vm["prefetch"].as<bool>();
+  r.cluster.two_level_all_reduce = vm["hierarchical-all-reduce"].as<bool>();
   const std::string bl = vm["baseline"].as<std::string>();
   if (bl != "engine" && bl != "deepspeed-0.5.6")
     throw UsageError("--baseline '" + bl + "' is not known; choose engine or deepspeed-0.5.6");
@@ -279,11 +280,14 @@ void print_table(const Request& r, const std::vector<Row>& rows) {
   const char* hop2 = !r.base.two_hop ? "every micro-step, blocking"
                      : r.base.overlap_grad_sync && r.cluster.overlap ? "overlapped with the last micro-step's backward"
                                                                      : "after the last backward";
+  const char* all_reduce = r.cluster.algorithms != Algorithms::rings ? ""
+                           : r.cluster.two_level_all_reduce     ? "; all-reduces across nodes two-level"
+                                                                : "; all-reduces one flat ring";
   std::printf("predicted (a model's estimate, not a measurement); memory fits under %.0f%% of each rank's memory;\n"
-              "zero2/zero3 rows replay %s's schedule; hop 2 (repl) %s, in %s\n\n",
+              "zero2/zero3 rows replay %s's schedule; hop 2 (repl) %s, in %s%s\n\n",
               100.0 * (1.0 - r.cluster.memory_margin),
               r.base.baseline == Baseline::engine ? "this engine" : baseline_name(r.base.baseline), hop2,
-              r.base.reduce_bytes == 2 ? "bf16" : "f32");
+              r.base.reduce_bytes == 2 ? "bf16" : "f32", all_reduce);
   std::printf("%-6s %5s %4s %5s %6s %5s %3s %10s %11s %8s %6s %8s %4s %10s %10s %10s %10s %6s\n", "strat", "p", "hier",
               "nodes", "gpus", "micro", "rec", "step_ms", "tokens/s", "TFLOPS", "MFU", "mem_GiB", "fits", "part_ms",
               "part_exp", "repl_ms", "repl_exp", "weak");
@@ -379,6 +383,9 @@ void add_predict_options(po::options_description& desc) {
      "two-hop: each bucket's replication all-reduce starts during the last micro-step's backward, as soon as "
      "its gradient is reduced, as mics-train does by default (false: all of them after the backward)")
     ("prefetch", po::value<bool>()->default_value(true), "gather the next bucket during the current one")
+    ("hierarchical-all-reduce", po::value<bool>()->default_value(true),
+     "rings clusters: all-reduces over several nodes of several ranks each run two-level (in the node, across "
+     "nodes, in the node), as mics-train does by default; false: one flat ring (mics-train --hierarchical-all-reduce false)")
     ("baseline", po::value<std::string>()->default_value("engine"),
      "whose schedule zero2 and zero3 rows replay: engine (this engine's), or deepspeed-0.5.6 (the MiCS paper's "
      "baseline: per-tensor collectives, blocking fetches, a 5e7-element prefetch, reductions every micro-step; "

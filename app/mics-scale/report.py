@@ -64,7 +64,8 @@ PLAN_MODEL_OPTIONS = ("--seq", "--layers", "--hidden", "--heads", "--vocab", "--
 # defaults differ (the cluster's compute type, recomputation chosen), so they are always
 # passed.
 PLAN_TRAIN_OPTIONS = {"--compute-dtype": "f32", "--grad-reduce-dtype": "f32", "--grad-sync": "two-hop",
-                      "--overlap-grad-sync": "true", "--prefetch": "true", "--recompute": "false"}
+                      "--overlap-grad-sync": "true", "--prefetch": "true", "--recompute": "false",
+                      "--hierarchical-all-reduce": "true"}
 IMPLICIT_TRUE = ("--recompute",)  # mics-train flags that mean true when given alone
 
 

@@ -80,8 +80,8 @@ double doubling_seconds(const Cluster& c, const GroupShape& g, double bytes) {
 // all-reduce of each member's 1/per_node across the nodes with the same local index, a
 // ring all-gather inside the node, as one operation (one launch).
 bool two_level(const Cluster& c, Collective op, const GroupShape& g, double bytes) {
-  return c.algorithms == Algorithms::rings && op == Collective::all_reduce && g.nodes() > 1 && g.per_node > 1 &&
-         !doubling(c, op, g, bytes);
+  return c.algorithms == Algorithms::rings && c.two_level_all_reduce && op == Collective::all_reduce &&
+         g.nodes() > 1 && g.per_node > 1 && !doubling(c, op, g, bytes);
 }
 
 // The node's m members each run the inter ring on 1/m of the buffer, so the node link

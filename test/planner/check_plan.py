@@ -87,6 +87,23 @@ check(hop2 and all(float(on[k]["replication_exposed_ms"]) < float(off[k]["replic
                    float(on[k]["step_ms"]) <= float(off[k]["step_ms"]) for k in hop2),
       "--overlap-grad-sync true hides part of hop 2 (ddp, mics) and is never slower")
 
+# 3c. ddp on 2 nodes of 2 ranks: hop 2 runs two-level by default, as mics-train does; with
+# --hierarchical-all-reduce false one flat ring, whose node links carry 1.5 M against 1 M.
+def ddp_repl_ms(two_level):
+    path = os.path.join(work, f"ddp-{two_level}.csv")
+    rc, out = run("--model", f"{models}/char-gpt.cfg", "--cluster", f"{clusters}/emulated.cfg", "--nodes", "2",
+                  "--ranks-per-node", "2", "--strategy", "ddp", "--micro-batch", "1", "--seq", "32",
+                  "--hierarchical-all-reduce", two_level, "--csv", path)
+    rows = list(csv.DictReader(open(path))) if rc == 0 and os.path.exists(path) else []
+    said = ("all-reduces across nodes two-level" if two_level == "true" else "all-reduces one flat ring") in out
+    return (float(rows[0]["replication_comm_ms"]) if len(rows) == 1 else None), said
+
+
+(two, said_two), (flat, said_flat) = ddp_repl_ms("true"), ddp_repl_ms("false")
+check(said_two and said_flat, "the header says which all-reduce the rows assume")
+check(two is not None and flat is not None and flat > two,
+      "--hierarchical-all-reduce false predicts the flat ring's slower hop 2 for ddp across nodes")
+
 # 4. --plot, where Debian's matplotlib is importable.
 if subprocess.run(["/usr/bin/python3", "-c", "import matplotlib"], capture_output=True).returncode == 0:
     png = os.path.join(work, "plan.png")

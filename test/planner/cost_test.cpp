@@ -535,6 +535,13 @@ BOOST_AUTO_TEST_CASE(cpu_all_reduce_over_nodes_of_several_members_is_two_level) 
   BOOST_TEST(collective_seconds(c, Collective::all_reduce, {8, 2, 8}, 16 * 1024) ==
                  base + (a + 16 * 1024 / B) + 2 * (ai + 16 * 1024 * 8 / Bn),
              tt::tolerance(1e-12));
+  // mics-train --hierarchical-all-reduce false: the flat ring's volume and cost again.
+  Cluster flat = c;
+  flat.two_level_all_reduce = false;
+  BOOST_TEST(inter_node_bytes(flat, Collective::all_reduce, {8, 2, 8}, M) == 4 * 1.75 * M, tt::tolerance(1e-12));
+  BOOST_TEST(collective_seconds(flat, Collective::all_reduce, {8, 2, 8}, M) ==
+                 collective_seconds(nccl, Collective::all_reduce, {8, 2, 8}, M),
+             tt::tolerance(1e-12));
 }
 
 namespace {

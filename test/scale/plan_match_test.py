@@ -81,12 +81,14 @@ got = options(report.plan_args(study, 4))
 want = {"--model": "m.cfg", "--cluster": cluster, "--nodes": "4", "--ranks-per-node": "2",
         "--micro-batch": "16", "--batch-per-gpu": "2048", "--seq": "128", "--compute-dtype": "bf16",
         "--grad-reduce-dtype": "bf16", "--grad-sync": "two-hop", "--overlap-grad-sync": "true",
-        "--prefetch": "true", "--recompute": "false"}
+        "--prefetch": "true", "--recompute": "false", "--hierarchical-all-reduce": "true"}
 if got != want:
     fail(f"plan_args gave {got}, expected {want}")
-study.train_args = ["--overlap-grad-sync", "false", "--recompute", "--grad-sync=every-micro-step"]
+study.train_args = ["--overlap-grad-sync", "false", "--recompute", "--grad-sync=every-micro-step",
+                    "--hierarchical-all-reduce", "false"]
 got = options(report.plan_args(study, 2))
 if (got["--overlap-grad-sync"], got["--recompute"], got["--grad-sync"], got["--compute-dtype"],
-        got["--grad-reduce-dtype"]) != ("false", "true", "every-micro-step", "f32", "f32"):
+        got["--grad-reduce-dtype"], got["--hierarchical-all-reduce"]) != (
+        "false", "true", "every-micro-step", "f32", "f32", "false"):
     fail(f"plan_args did not follow train-args / mics-train's defaults: {got}")
 print("plan_match_test: PASS")

@@ -21,6 +21,9 @@ struct Cluster {
   std::string name = "custom";
   Algorithms algorithms = Algorithms::nccl;
   bool overlap = true;              // communication progresses while compute runs
+  // rings: all-reduces over N >= 2 nodes of m >= 2 members run two-level, as mics-train
+  // does unless --hierarchical-all-reduce false (a run option, not a cluster file key).
+  bool two_level_all_reduce = true;
   int ranks_per_node = 8;           // g: GPUs (ranks) per node
   double memory_gib = 0;            // device memory per rank
   double memory_margin = 0.1;       // fraction of memory_gib kept free (fragmentation, ...)
