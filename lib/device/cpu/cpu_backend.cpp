@@ -182,6 +182,15 @@ MICS_VECTOR_CLONES void attn_row_prob(T* row, std::int64_t n, std::int64_t width
   for (std::int64_t j = 0; j < n; ++j) row[j] = exp_vec(row[j] - lse);
   for (std::int64_t j = n; j < width; ++j) row[j] = 0;
 }
+// Backward: dO_i . O_i, which equals rowsum(P * dP), as a vector reduction (the loop in
+// order was one chain of HS dependent adds per row).
+template <class T>
+MICS_VECTOR_CLONES T row_dot(const T* a, const T* b, std::int64_t n) {
+  T d = 0;
+#pragma omp simd reduction(+ : d)
+  for (std::int64_t j = 0; j < n; ++j) d += a[j] * b[j];
+  return d;
+}
 // Backward: dS = P * (dP - rowsum(P * dP)) * scale in place of dP, the row sum given.
 template <class T>
 MICS_VECTOR_CLONES void attn_row_dscore(T* dp, const T* p, std::int64_t n, std::int64_t width,
@@ -466,6 +475,15 @@ public:
             store(dt, C, i * ldc + j, beta * load(dt, C, i * ldc + j));
       }
       return;
+    }
+    if (beta == 0.0) {
+      // OpenBLAS clears C before a beta = 0 call with a scalar loop (its generic gemm_beta):
+      // 12% of the attention time at T = 256, whose GEMMs have K = 64 or write 64 x keys
+      // score blocks. Cleared here row by row with memset, and asked for beta = 1, the
+      // kernel adds alpha A B to the same zeros: the same bits, fewer cycles.
+      const std::size_t row = static_cast<std::size_t>(N) * dtype_size(dt);
+      for (std::int64_t i = 0; i < M; ++i) std::memset(offset(C, dt, i * ldc), 0, row);
+      beta = 1.0;
     }
     switch (dt) {
       case DType::f32:
@@ -828,16 +846,15 @@ public:
         attn_row_prob(P + i * keys, causal_width(s.causal, q0, i, keys), keys, lse_all[q0 + i]);
       // dV += P^T dO ; dP = dO V^T ; dS ; dQ = dS K ; dK += dS^T Q
       gemm_serial(dt, true, false, keys, HS, rows, 1.0, P, keys, dO + q0 * C, C, acc, dv, C3);
+      // rowsum(P * dP) = sum_j P_ij (dO_i . v_j) = dO_i . O_i: HS terms instead of keys.
+      // All rows of the block in one loop: the O rows are read here only, and back to back
+      // their cache misses overlap instead of waiting behind each row's pass over keys.
+      T rowsum[kQueryBlock];
+      for (std::int64_t i = 0; i < rows; ++i) rowsum[i] = row_dot(dO + (q0 + i) * C, O + (q0 + i) * C, HS);
       gemm_serial(dt, false, true, rows, keys, HS, 1.0, dO + q0 * C, C, v, HS, 0.0, dP, keys);
-      for (std::int64_t i = 0; i < rows; ++i) {
-        // rowsum(P * dP) = sum_j P_ij (dO_i . v_j) = dO_i . O_i: HS terms instead of keys.
-        const T* dor = dO + (q0 + i) * C;
-        const T* orow = O + (q0 + i) * C;
-        T dot = 0;
-        for (std::int64_t d = 0; d < HS; ++d) dot += dor[d] * orow[d];
+      for (std::int64_t i = 0; i < rows; ++i)
         attn_row_dscore(dP + i * keys, P + i * keys, causal_width(s.causal, q0, i, keys), keys,
-                        dot, static_cast<T>(scale));
-      }
+                        rowsum[i], static_cast<T>(scale));
       gemm_serial(dt, false, false, rows, HS, keys, 1.0, dP, keys, k, HS, 0.0, dq + q0 * C3, C3);
       gemm_serial(dt, true, false, keys, HS, rows, 1.0, dP, keys, q + q0 * HS, HS, acc, dk, C3);
     }
