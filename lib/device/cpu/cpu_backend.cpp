@@ -747,6 +747,11 @@ public:
   // thread, keys 1024: 45 -> 61 GF/s for the scores), but the backward's two blocks then
   // outgrow a 512 KiB L2 at T = 1024 and T = 256 executes 20% more masked scores; in the
   // kernels, neither T resolved a gain on the shared machine (validation/BENCHMARKS.md).
+  // Nor at short T: at T = 256 a whole head as one 256-row block (its scores fit L2) ran
+  // 20-55% slower than 64-row blocks and 128 rows 4-22% slower (they execute 60% / 20%
+  // more masked scores, and the time goes per score entry: exp passes, clearing, BLAS
+  // packing, more than the GEMM shape); 32 and 48 rows were slower in both rounds, 16 in
+  // one of two (validation/BENCHMARKS.md, "Attention at T = 256").
   static constexpr std::int64_t kQueryBlock = 64;
   std::size_t attention_saved_bytes(DType dt, const AttentionShape& s) const override {
     // f64 keeps the log-sum-exp in f64: a float one would leave P off by 1e-7 relative.
