@@ -839,8 +839,9 @@ public:
     T* dk = dq + C;
     T* dv = dq + 2 * C;
     // The last query block sees every key (causal or not), so going from the last block to
-    // the first lets that block's GEMMs write dK and dV with beta = 0: no zeroing pass over
-    // the strided T x HS columns, and the later blocks add in a fixed order.
+    // the first lets that block's GEMMs write dK and dV with beta = 0 (gemm_serial clears
+    // the rows it writes, as for any beta = 0 call) instead of clearing all T x HS columns
+    // beforehand, and the later blocks add in a fixed order.
     const std::int64_t nq = (T_ + kQueryBlock - 1) / kQueryBlock;
     for (std::int64_t qb = nq - 1; qb >= 0; --qb) {
       const std::int64_t q0 = qb * kQueryBlock, rows = std::min(kQueryBlock, T_ - q0);
