@@ -182,6 +182,15 @@ MICS_VECTOR_CLONES void attn_row_prob(T* row, std::int64_t n, std::int64_t width
   for (std::int64_t j = 0; j < n; ++j) row[j] = exp_vec(row[j] - lse);
   for (std::int64_t j = n; j < width; ++j) row[j] = 0;
 }
+// Backward: dO_i . O_i, which equals rowsum(P * dP), as a vector reduction (the loop in
+// order was one chain of HS dependent adds per row).
+template <class T>
+MICS_VECTOR_CLONES T row_dot(const T* a, const T* b, std::int64_t n) {
+  T d = 0;
+#pragma omp simd reduction(+ : d)
+  for (std::int64_t j = 0; j < n; ++j) d += a[j] * b[j];
+  return d;
+}
 // Backward: dS = P * (dP - rowsum(P * dP)) * scale in place of dP, the row sum given.
 template <class T>
 MICS_VECTOR_CLONES void attn_row_dscore(T* dp, const T* p, std::int64_t n, std::int64_t width,
@@ -467,6 +476,15 @@ public:
       }
       return;
     }
+    if (beta == 0.0) {
+      // OpenBLAS clears C before a beta = 0 call with a scalar loop (its generic gemm_beta):
+      // 12% of the attention time at T = 256, whose GEMMs have K = 64 or write 64 x keys
+      // score blocks. Cleared here row by row with memset, and asked for beta = 1, the
+      // kernel adds alpha A B to the same zeros: the same bits, fewer cycles.
+      const std::size_t row = static_cast<std::size_t>(N) * dtype_size(dt);
+      for (std::int64_t i = 0; i < M; ++i) std::memset(offset(C, dt, i * ldc), 0, row);
+      beta = 1.0;
+    }
     switch (dt) {
       case DType::f32:
         cblas_sgemm(CblasRowMajor, opa, opb, m, n, k, static_cast<float>(alpha),
@@ -729,6 +747,11 @@ public:
   // thread, keys 1024: 45 -> 61 GF/s for the scores), but the backward's two blocks then
   // outgrow a 512 KiB L2 at T = 1024 and T = 256 executes 20% more masked scores; in the
   // kernels, neither T resolved a gain on the shared machine (validation/BENCHMARKS.md).
+  // Nor at short T: at T = 256 a whole head as one 256-row block (its scores fit L2) ran
+  // 20-55% slower than 64-row blocks and 128 rows 4-22% slower (they execute 60% / 20%
+  // more masked scores, and the time goes per score entry: exp passes, clearing, BLAS
+  // packing, more than the GEMM shape); 32 and 48 rows were slower in both rounds, 16 in
+  // one of two (validation/BENCHMARKS.md, "Attention at T = 256").
   static constexpr std::int64_t kQueryBlock = 64;
   std::size_t attention_saved_bytes(DType dt, const AttentionShape& s) const override {
     // f64 keeps the log-sum-exp in f64: a float one would leave P off by 1e-7 relative.
@@ -816,8 +839,9 @@ public:
     T* dk = dq + C;
     T* dv = dq + 2 * C;
     // The last query block sees every key (causal or not), so going from the last block to
-    // the first lets that block's GEMMs write dK and dV with beta = 0: no zeroing pass over
-    // the strided T x HS columns, and the later blocks add in a fixed order.
+    // the first lets that block's GEMMs write dK and dV with beta = 0 (gemm_serial clears
+    // the rows it writes, as for any beta = 0 call) instead of clearing all T x HS columns
+    // beforehand, and the later blocks add in a fixed order.
     const std::int64_t nq = (T_ + kQueryBlock - 1) / kQueryBlock;
     for (std::int64_t qb = nq - 1; qb >= 0; --qb) {
       const std::int64_t q0 = qb * kQueryBlock, rows = std::min(kQueryBlock, T_ - q0);
@@ -828,16 +852,15 @@ public:
         attn_row_prob(P + i * keys, causal_width(s.causal, q0, i, keys), keys, lse_all[q0 + i]);
       // dV += P^T dO ; dP = dO V^T ; dS ; dQ = dS K ; dK += dS^T Q
       gemm_serial(dt, true, false, keys, HS, rows, 1.0, P, keys, dO + q0 * C, C, acc, dv, C3);
+      // rowsum(P * dP) = sum_j P_ij (dO_i . v_j) = dO_i . O_i: HS terms instead of keys.
+      // All rows of the block in one loop: the O rows are read here only, and back to back
+      // their cache misses overlap instead of waiting behind each row's pass over keys.
+      T rowsum[kQueryBlock];
+      for (std::int64_t i = 0; i < rows; ++i) rowsum[i] = row_dot(dO + (q0 + i) * C, O + (q0 + i) * C, HS);
       gemm_serial(dt, false, true, rows, keys, HS, 1.0, dO + q0 * C, C, v, HS, 0.0, dP, keys);
-      for (std::int64_t i = 0; i < rows; ++i) {
-        // rowsum(P * dP) = sum_j P_ij (dO_i . v_j) = dO_i . O_i: HS terms instead of keys.
-        const T* dor = dO + (q0 + i) * C;
-        const T* orow = O + (q0 + i) * C;
-        T dot = 0;
-        for (std::int64_t d = 0; d < HS; ++d) dot += dor[d] * orow[d];
+      for (std::int64_t i = 0; i < rows; ++i)
         attn_row_dscore(dP + i * keys, P + i * keys, causal_width(s.causal, q0, i, keys), keys,
-                        dot, static_cast<T>(scale));
-      }
+                        rowsum[i], static_cast<T>(scale));
       gemm_serial(dt, false, false, rows, HS, keys, 1.0, dP, keys, k, HS, 0.0, dq + q0 * C3, C3);
       gemm_serial(dt, true, false, keys, HS, rows, 1.0, dP, keys, q + q0 * HS, HS, acc, dk, C3);
     }
