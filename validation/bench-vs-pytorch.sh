@@ -8,8 +8,9 @@
 #   eager    PyTorch eager with torch.optim.AdamW(fused=True) and clip_grad_norm_;
 #   compile  torch.compile(model) with the same optimizer (compile and warm-up untimed);
 # against the limit measured in the same minutes: mics-bench-model --sgemm-only, the CPU
-# backend's f32 GEMM rate on the model's own GEMM shapes at the same thread count.
-# The four are interleaved (rotating the order each repeat); per repeat each system's
+# backend's f32 GEMM rate on the model's own GEMM shapes at the same thread count, right
+# before and right after the mics run, the higher of the two (the CSV keeps both).
+# The three are interleaved (rotating the order each repeat); per repeat each system's
 # median step, then the median over repeats with min-max; ratios PyTorch / mics time pair
 # the runs of one repeat (> 1: mics faster); fraction = model FLOPs (docs/DESIGN.md section
 # 6, f = 3) / step time / sgemm rate. The load average is printed at start and end.
