@@ -140,7 +140,6 @@ double sum_blocks(const S* x, std::int64_t n, int threads) {
   return s;
 }
 
-
 // adamw and adamw_zero_grad: GradPtr is const void* or void* (the gradient zeroed).
 template <bool Zero, class GradPtr>
 void adamw_over(DType dt, void* param, void* m, void* v, DType grad_dt, GradPtr grad, std::int64_t n,
