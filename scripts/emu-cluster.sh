@@ -122,7 +122,7 @@ claim_subnet() {
       owner=$(cat "$f" 2>/dev/null || true)
       [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null && continue
     fi
-    ip -4 -o addr show 2>/dev/null | grep -q " 10\.213\.$x\." && continue
+    ip -4 -o addr show 2>/dev/null | grep -c " 10\.213\.$x\." > /dev/null && continue  # -c: no SIGPIPE under pipefail
     echo $$ > "$f"
     claim=$f
     subnet=10.213.$x

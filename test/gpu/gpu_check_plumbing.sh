@@ -13,6 +13,9 @@ set -uo pipefail
 SRC=$1 BUILD=$2 W=$3
 rm -rf "$W"; mkdir -p "$W"
 die() { echo "gpu_check_plumbing: $*" >&2; exit 1; }
+# grep -c reads to the end: grep -q would exit at the first match, and under pipefail the
+# SIGPIPE that tar then gets fails the test at random (it did in CI).
+archive_has() { tar -tzf "$1" | grep -c -- "$2" > /dev/null; }
 
 bash "$SRC/scripts/gpu-prepare.sh" --from-build "$BUILD" --out "$W/gpu" > "$W/prepare.log" 2>&1 ||
   { tail -20 "$W/prepare.log"; die "gpu-prepare.sh failed (log $W/prepare.log)"; }
@@ -30,9 +33,9 @@ nf=$(find "$W/out" -mindepth 1 -type f | wc -l)
 for f in summary.txt runs.csv logs.tgz; do [ -s "$W/out/$f" ] || die "$f missing from the results"; done
 bad=$(awk -F, 'NR>1 && $9!="PASS" && !($1=="test_device_cuda-without-gpu" && $9=="SKIPPED")' "$W/out/runs.csv")
 [ -z "$bad" ] || die "steps not passed: $bad"
-tar -tzf "$W/out/logs.tgz" | grep -q 'plumbing-mpirun-np2.log' || die "logs.tgz lacks the mpirun log"
+archive_has "$W/out/logs.tgz" 'plumbing-mpirun-np2.log' || die "logs.tgz lacks the mpirun log"
 grep -q 'SKIPPED: no CUDA device' "$W/check.log" "$W/out/summary.txt" ||
-  tar -xzOf "$W/out/logs.tgz" ./test_device_cuda-without-gpu.log | grep -q 'SKIPPED' ||
+  tar -xzOf "$W/out/logs.tgz" ./test_device_cuda-without-gpu.log | grep -c 'SKIPPED' > /dev/null ||
   die "test_device_cuda did not say it skipped"
 
 # The bundle alone, with the system's copies of what it carries hidden.
@@ -87,7 +90,7 @@ grep -q 'retrying with NCCL_SOCKET_IFNAME=lo NCCL_CUMEM_ENABLE=0' "$W/steps.log"
 grep -q 'w2 vs w1: 8 steps compared' "$W/steps.log" || die "losses of w2 and w1 not compared"
 grep -q 'w1: loss fell' "$W/steps.log" || die "w1's loss did not fall"
 row_of late | grep -q 'NOT RUN(budget)$' || die "a step past the budget ran: $(row_of late)"
-tar -tzf "$W/steps/steps-logs.tgz" | grep -q 'w2.csv' || die "the metrics CSVs are not in the archive"
+archive_has "$W/steps/steps-logs.tgz" 'w2.csv' || die "the metrics CSVs are not in the archive"
 
 # The triage: an unknown step is refused with the list; without a GPU it stops with its
 # one line, leaving its files beside the check's.
