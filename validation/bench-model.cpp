@@ -225,18 +225,18 @@ private:
   mics::device::Backend& inner_;
 };
 
-// Best-of-`reps` rate of one f32 GEMM shape on the backend, in GFLOP/s.
-double sgemm_rate(mics::device::Backend& be, bool ta, bool tb, std::int64_t M, std::int64_t N,
-                  std::int64_t K, int reps) {
-  mics::device::Buffer A(be, DType::f32, M * K), B(be, DType::f32, K * N), C(be, DType::f32, M * N);
-  be.fill(DType::f32, A.get(), M * K, 0.01);
-  be.fill(DType::f32, B.get(), K * N, 0.02);
+// Best-of-`reps` rate of one GEMM shape in type dt on the backend, in GFLOP/s.
+double gemm_rate(mics::device::Backend& be, DType dt, bool ta, bool tb, std::int64_t M, std::int64_t N,
+                 std::int64_t K, int reps) {
+  mics::device::Buffer A(be, dt, M * K), B(be, dt, K * N), C(be, dt, M * N);
+  be.fill(dt, A.get(), M * K, 0.01);
+  be.fill(dt, B.get(), K * N, 0.02);
   const std::int64_t lda = ta ? M : K, ldb = tb ? K : N;
-  be.gemm(DType::f32, ta, tb, M, N, K, 1.0, A.get(), lda, B.get(), ldb, 0.0, C.get(), N);
+  be.gemm(dt, ta, tb, M, N, K, 1.0, A.get(), lda, B.get(), ldb, 0.0, C.get(), N);
   double best = 1e30;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = Clock::now();
-    be.gemm(DType::f32, ta, tb, M, N, K, 1.0, A.get(), lda, B.get(), ldb, 0.0, C.get(), N);
+    be.gemm(dt, ta, tb, M, N, K, 1.0, A.get(), lda, B.get(), ldb, 0.0, C.get(), N);
     be.synchronize();
     best = std::min(best, seconds_since(t0));
   }
@@ -246,22 +246,31 @@ double sgemm_rate(mics::device::Backend& be, bool ta, bool tb, std::int64_t M, s
 // The engine's optimizer step on one rank over the whole model, in f32 states. On one rank
 // with compute type = state type the model writes its gradient straight into the
 // engine's accumulator (here: the gradient buffers), so the step is its sum of squares
-// (the clipping norm) and AdamW per bucket, which zeroes the accumulator as it reads it.
-// The parameters themselves play the master weights.
+// (the clipping norm) and AdamW per bucket, which zeroes the accumulator as it reads it;
+// the parameters themselves play the master weights. In bf16 the f32 master weights are
+// updated from the bf16 gradients and cast into the bf16 parameters, as the engine does.
 struct OptimizerStates {
-  std::vector<mics::device::Buffer> m, v;
-  OptimizerStates(mics::device::Backend& be, const mics::model::BucketLayout& layout) {
-    for (const auto& bucket : layout.buckets)
+  DType dt;
+  std::vector<mics::device::Buffer> m, v, master;
+  OptimizerStates(mics::device::Backend& be, const mics::model::BucketLayout& layout, DType compute,
+                  const std::vector<mics::device::Buffer>& params)
+      : dt(compute) {
+    for (std::size_t b = 0; b < layout.buckets.size(); ++b) {
+      const auto n = static_cast<std::int64_t>(layout.buckets[b].count);
       for (auto* s : {&m, &v}) {
-        s->emplace_back(be, DType::f32, static_cast<std::int64_t>(bucket.count));
-        be.fill(DType::f32, s->back().get(), static_cast<std::int64_t>(bucket.count), 0.0);
+        s->emplace_back(be, DType::f32, n);
+        be.fill(DType::f32, s->back().get(), n, 0.0);
       }
+      if (dt == DType::f32) continue;
+      master.emplace_back(be, DType::f32, n);
+      be.cast(DType::f32, master.back().get(), dt, params[b].get(), n);
+    }
   }
   double step(mics::device::Backend& be, const mics::model::BucketLayout& layout, std::vector<mics::device::Buffer>& params,
               const std::vector<void*>& grads, int step) {
     double norm2 = 0;
     for (std::size_t b = 0; b < layout.buckets.size(); ++b)
-      norm2 += be.sum_squares(DType::f32, grads[b], static_cast<std::int64_t>(layout.buckets[b].count));
+      norm2 += be.sum_squares(dt, grads[b], static_cast<std::int64_t>(layout.buckets[b].count));
     AdamWParams hp;
     hp.lr = 1e-4;
     hp.weight_decay = 0.1;
@@ -269,14 +278,16 @@ struct OptimizerStates {
     hp.step = step;
     for (std::size_t b = 0; b < layout.buckets.size(); ++b) {
       const auto n = static_cast<std::int64_t>(layout.buckets[b].count);
-      be.adamw_zero_grad(DType::f32, params[b].get(), m[b].get(), v[b].get(), DType::f32, grads[b], n, hp);
+      void* w = dt == DType::f32 ? params[b].get() : master[b].get();
+      be.adamw_zero_grad(DType::f32, w, m[b].get(), v[b].get(), dt, grads[b], n, hp);
+      if (dt != DType::f32) be.cast(dt, params[b].get(), DType::f32, w, n);
     }
     be.synchronize();
     return norm2;
   }
 };
 
-// The f32 GEMM shapes of the model's own layers at N = batch x seq tokens: the limit.
+// The GEMM shapes of the model's own layers at N = batch x seq tokens: the limit.
 struct Shape { const char* what; bool ta, tb; std::int64_t M, N, K; };
 std::vector<Shape> limit_shapes(const mics::model::ModelConfig& cfg, std::int64_t N) {
   const std::int64_t C = cfg.hidden;
@@ -289,17 +300,20 @@ std::vector<Shape> limit_shapes(const mics::model::ModelConfig& cfg, std::int64_
 // --sgemm-only: the limit alone, without building the model, so that a benchmark of
 // another program (validation/bench-vs-pytorch.sh) can measure it between its own runs.
 // The last line, "sgemm_limit_gflops X", is the best rate over the shapes.
-int print_sgemm_only(mics::device::Backend& be, const mics::model::ModelConfig& cfg,
+int print_sgemm_only(mics::device::Backend& be, DType dt, const mics::model::ModelConfig& cfg,
                      std::int64_t N, int iters) {
   double limit = 0;
-  std::printf("# mics-bench-model --sgemm-only: f32, cpu backend, %d threads, N = %lld tokens, "
-              "best of %d calls per shape\n", be.threads(), static_cast<long long>(N), 2 * iters);
+  std::printf("# mics-bench-model --sgemm-only: %s, cpu backend, %d threads, N = %lld tokens, "
+              "best of %d calls per shape\n", mics::device::dtype_name(dt), be.threads(),
+              static_cast<long long>(N), 2 * iters);
   for (const auto& sh : limit_shapes(cfg, N)) {
-    const double rate = sgemm_rate(be, sh.ta, sh.tb, sh.M, sh.N, sh.K, 2 * iters);
+    const double rate = gemm_rate(be, dt, sh.ta, sh.tb, sh.M, sh.N, sh.K, 2 * iters);
     limit = std::max(limit, rate);
     std::printf("%-36s %12.1f\n", sh.what, rate);
   }
-  std::printf("sgemm_limit_gflops %.2f\n", limit);
+  // f32 keeps the name the scripts parse; any type: "<dtype>_gemm_limit_gflops".
+  if (dt == DType::f32) std::printf("sgemm_limit_gflops %.2f\n", limit);
+  else std::printf("%s_gemm_limit_gflops %.2f\n", mics::device::dtype_name(dt), limit);
   return 0;
 }
 
@@ -322,7 +336,10 @@ int run(int argc, char** argv) {
       ("warmup", po::value(&warmup)->default_value(1), "untimed passes first")
       ("profile", "also time one step kernel by kernel (synchronising after each call)")
       ("recompute", "recompute block activations in backward (model GFLOPS still count f=3)")
-      ("sgemm-only", "print only the sgemm rate on the model's GEMM shapes (the limit) and exit");
+      ("compute-dtype", po::value<std::string>()->default_value("f32"),
+       "f32 or bf16 (bf16 parameters and activations, f32 master weights and optimizer)")
+      ("sgemm-only", "print only the GEMM rate in the compute type on the model's GEMM shapes "
+                     "(the limit) and exit");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, d), vm);
@@ -338,10 +355,12 @@ int run(int argc, char** argv) {
     throw mics::UsageError("--threads and --iters must be at least 1, --warmup at least 0");
   cfg.validate("mics-bench-model");
 
+  const DType dt = mics::device::parse_dtype(vm["compute-dtype"].as<std::string>());
+  if (dt != DType::f32 && dt != DType::bf16) throw mics::UsageError("--compute-dtype must be f32 or bf16");
   auto be = mics::device::make_cpu_backend(threads);
-  if (vm.count("sgemm-only")) return print_sgemm_only(*be, cfg, batch * cfg.seq, iters);
+  if (vm.count("sgemm-only")) return print_sgemm_only(*be, dt, cfg, batch * cfg.seq, iters);
   const bool recompute = vm.count("recompute") > 0;
-  mics::model::Transformer model(cfg, *be, DType::f32, batch, recompute);
+  mics::model::Transformer model(cfg, *be, dt, batch, recompute);
   const auto& layout = model.layout();
   std::vector<mics::device::Buffer> params, grads;
   std::vector<const void*> pp;
@@ -350,9 +369,12 @@ int run(int argc, char** argv) {
     const std::size_t n = layout.buckets[b].count;
     std::vector<float> host(n);
     mics::model::init_bucket(cfg, layout, static_cast<int>(b), 0, n, DType::f32, host.data(), 1234);
-    params.emplace_back(*be, DType::f32, static_cast<std::int64_t>(n));
-    grads.emplace_back(*be, DType::f32, static_cast<std::int64_t>(n));
-    be->copy_to_device(params.back().get(), host.data(), n * sizeof(float));
+    mics::device::Buffer staged(*be, DType::f32, static_cast<std::int64_t>(n));
+    be->copy_to_device(staged.get(), host.data(), n * sizeof(float));
+    params.emplace_back(*be, dt, static_cast<std::int64_t>(n));
+    grads.emplace_back(*be, dt, static_cast<std::int64_t>(n));
+    be->cast(dt, params.back().get(), DType::f32, staged.get(), static_cast<std::int64_t>(n));
+    be->fill(dt, grads.back().get(), static_cast<std::int64_t>(n), 0.0);
     pp.push_back(params.back().get());
     gp.push_back(grads.back().get());
   }
@@ -372,11 +394,11 @@ int run(int argc, char** argv) {
   const std::vector<Shape> shapes = limit_shapes(cfg, N);
   std::vector<double> shape_best(std::size(shapes), 0.0);
   double best = 1e30, total = 0, fwd_best = 1e30, opt_best = 1e30;
-  OptimizerStates opt(*be, layout);
+  OptimizerStates opt(*be, layout, dt, params);
   for (int i = 0; i < iters; ++i) {
     for (std::size_t k = 0; k < std::size(shapes); ++k) {
       const auto& sh = shapes[k];
-      shape_best[k] = std::max(shape_best[k], sgemm_rate(*be, sh.ta, sh.tb, sh.M, sh.N, sh.K, 2));
+      shape_best[k] = std::max(shape_best[k], gemm_rate(*be, dt, sh.ta, sh.tb, sh.M, sh.N, sh.K, 2));
     }
     auto t0 = Clock::now();
     model.forward(pp);
@@ -423,17 +445,17 @@ int run(int argc, char** argv) {
 
   double limit = 0;
   std::printf("# mics-bench-model: %s, %lld layers, hidden %lld, heads %lld, seq %lld, vocab %lld, "
-              "micro-batch %lld, f32, cpu backend, %d threads%s\n",
+              "micro-batch %lld, %s, cpu backend, %d threads%s\n",
               cfg.name.c_str(), static_cast<long long>(cfg.layers), static_cast<long long>(cfg.hidden),
               static_cast<long long>(cfg.heads), static_cast<long long>(cfg.seq),
-              static_cast<long long>(cfg.vocab), static_cast<long long>(batch), threads,
+              static_cast<long long>(cfg.vocab), static_cast<long long>(batch), mics::device::dtype_name(dt), threads,
               recompute ? ", recomputation" : "");
   std::printf("# load average (1 min) %s before, %s after the timed steps; OMP_WAIT_POLICY=%s\n",
               load_before.c_str(), load_average().c_str(),
               std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "(unset)");
   std::printf("# parameters %zu, activations %.1f MiB, model FLOPs per step %.4g (f=3)\n",
               layout.parameter_count(), static_cast<double>(model.activation_bytes()) / (1 << 20), flops);
-  std::printf("%-36s %12s\n", "sgemm shape (limit)", "GFLOP/s");
+  std::printf("%-36s %12s\n", dt == DType::f32 ? "sgemm shape (limit)" : "bf16 GEMM shape (limit)", "GFLOP/s");
   for (std::size_t k = 0; k < std::size(shapes); ++k) {
     limit = std::max(limit, shape_best[k]);
     std::printf("%-36s %12.1f\n", shapes[k].what, shape_best[k]);
@@ -463,7 +485,7 @@ int run(int argc, char** argv) {
 
   if (vm.count("profile")) {
     TimingBackend tb(*be);
-    mics::model::Transformer pm(cfg, tb, DType::f32, batch, recompute);
+    mics::model::Transformer pm(cfg, tb, dt, batch, recompute);
     pm.set_batch(tokens.data(), targets.data());
     // One untimed step first: the new model's activations are fresh pages, and their first
     // touch (page faults) would be booked to whichever kernel writes them first.

@@ -704,9 +704,7 @@ BOOST_AUTO_TEST_CASE(registry_and_bad_names) {
   BOOST_TEST(mics::device::parse_dtype("fp32") == DType::f32);
   BOOST_CHECK_THROW(mics::device::parse_dtype("f16"), mics::UsageError);
   auto cpu = mics::device::make_backend("cpu", 1);
-  BOOST_TEST(!cpu->supports(DType::bf16));
-  mics::device::Buffer x(*cpu, DType::f32, 4);
-  BOOST_CHECK_THROW(cpu->fill(DType::bf16, x.get(), 4, 0.0), mics::Error);
+  for (DType dt : {DType::f64, DType::f32, DType::bf16}) BOOST_TEST(cpu->supports(dt));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -3,6 +3,7 @@
 // up to float summation order, and replicas of a shard stay bitwise identical.
 #include <boost/test/unit_test.hpp>
 #include <cmath>
+#include <limits>
 #include <map>
 
 #include "engine_test_util.hpp"
@@ -25,9 +26,18 @@ constexpr double kTol = 1e-5;
 struct Precision {
   device::DType dt;
   double loss_tol, param_tol, l2_tol;
+  device::DType states = dt;  // master weights and optimizer moments
 };
 constexpr Precision kF64{device::DType::f64, 1e-9, 1e-9, 1e-9};
 constexpr Precision kF32{device::DType::f32, kTol, 1e-3, kTol};
+// In bf16 (parameters, activations and gradient reductions in bf16; f32 master weights
+// and optimizer) every layout sums in its own order and rounds each partial sum to 8 bits.
+// Losses agree to 1e-3 (seen at 2, 4 and 8 ranks: 1.0e-4) and buckets to 2e-2 in relative
+// L2 norm (seen: 7.7e-3). Single elements are not bounded: a gradient that is bf16
+// rounding noise gets a full Adam step of either sign, so an element near zero may end
+// anywhere within 20 steps x lr of the reference (seen: 1.3 relative to the init scale).
+constexpr Precision kBF16{device::DType::bf16, 1e-3, std::numeric_limits<double>::infinity(), 2e-2,
+                          device::DType::f32};
 
 engine::TrainConfig base_config(int accumulation) {
   engine::TrainConfig c;
@@ -43,7 +53,7 @@ engine::TrainConfig base_config(int accumulation) {
 
 // The single-process run over the same global batch, computed once per accumulation
 // count on rank 0 and shared.
-const RunResult& reference(int accumulation, device::DType dt) {
+const RunResult& reference(int accumulation, device::DType dt, device::DType states) {
   static std::map<std::pair<int, device::DType>, RunResult> cache;
   auto it = cache.find({accumulation, dt});
   if (it != cache.end()) return it->second;
@@ -51,7 +61,7 @@ const RunResult& reference(int accumulation, device::DType dt) {
   c.strategy = engine::Strategy::ddp;
   c.ranks_per_node = 1;
   RunResult r;
-  if (test::world_rank() == 0) r = test::run_layout(MPI_COMM_SELF, test::tiny_model(), c, kSteps, dt);
+  if (test::world_rank() == 0) r = test::run_layout(MPI_COMM_SELF, test::tiny_model(), c, kSteps, dt, states);
   const auto layout = model::make_layout(test::tiny_model());
   r.losses.resize(kSteps);
   MPI_Bcast(r.losses.data(), kSteps, MPI_DOUBLE, 0, MPI_COMM_WORLD);
@@ -112,8 +122,8 @@ void check_case(const Case& c, int accumulation, const Precision& pr) {
   tc.strategy = c.strategy;
   tc.partition_size = c.p;
   tc.hierarchical = c.hierarchical;
-  const RunResult got = test::run_layout(MPI_COMM_WORLD, test::tiny_model(), tc, kSteps, pr.dt);
-  const RunResult& ref = reference(accumulation, pr.dt);
+  const RunResult got = test::run_layout(MPI_COMM_WORLD, test::tiny_model(), tc, kSteps, pr.dt, pr.states);
+  const RunResult& ref = reference(accumulation, pr.dt, pr.states);
   BOOST_TEST_CONTEXT(c.name << " W=" << W << " A=" << accumulation << " " << pr.dt) {
     BOOST_TEST(max_relative_loss_error(got, ref) <= pr.loss_tol);
     BOOST_TEST(max_param_error(got, ref) <= pr.param_tol);
@@ -149,6 +159,8 @@ BOOST_AUTO_TEST_CASE(every_layout_matches_one_process_one_micro_batch_f64) { run
 BOOST_AUTO_TEST_CASE(every_layout_matches_one_process_four_micro_batches_f64) { run_all(4, kF64); }
 BOOST_AUTO_TEST_CASE(every_layout_matches_one_process_one_micro_batch_f32) { run_all(1, kF32); }
 BOOST_AUTO_TEST_CASE(every_layout_matches_one_process_four_micro_batches_f32) { run_all(4, kF32); }
+BOOST_AUTO_TEST_CASE(every_layout_matches_one_process_one_micro_batch_bf16) { run_all(1, kBF16); }
+BOOST_AUTO_TEST_CASE(every_layout_matches_one_process_four_micro_batches_bf16) { run_all(4, kBF16); }
 
 // Hop 2 over several emulated nodes of several ranks runs the two-level all-reduce
 // (hierarchical_ring) once its buckets pass the 32 KiB small-message limit, which the tiny

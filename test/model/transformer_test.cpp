@@ -323,7 +323,6 @@ BOOST_AUTO_TEST_CASE(bad_batches_and_arguments) {
   tok[2] = 0;
   tgt[0] = static_cast<std::int32_t>(c.vocab + 5);
   BOOST_CHECK_THROW(m.set_batch(tok.data(), tgt.data()), mics::UsageError);
-  BOOST_CHECK_THROW(Transformer(c, *be, DType::bf16, 1), mics::UsageError);
   BOOST_CHECK_THROW(Transformer(c, *be, DType::f32, 0), mics::UsageError);
   BOOST_CHECK_THROW(m.block_forward(5, nullptr), mics::Error);
 }
