@@ -25,6 +25,8 @@
 #   REPEATS  interleaved repeats (default 3; 0 only compiles, to fill the inductor cache)
 #   STEPS    timed steps per system per repeat (default 3)
 #   CSV      rows appended here (default validation/out/bench-vs-pytorch.csv)
+#   DTYPE    f32 (default) or bf16: mics --compute-dtype bf16 against PyTorch's bf16 autocast,
+#            the limit then the CPU backend's bf16 GEMM rate (AMX where the CPU has it)
 # Timing needs a quiet machine: on a shared one, wrap each call (e.g. one shape and one
 # thread count) in whatever pauses the other jobs.
 set -euo pipefail
@@ -46,7 +48,7 @@ first_row=$(( $( [[ -f $csv ]] && wc -l < "$csv" || echo 1) ))
 for shape in $shapes; do
   for n in $threads; do
     "$venv/bin/python" validation/bench_vs_pytorch.py --seq "${shape%x*}" --batch "${shape#*x}" \
-      --threads "$n" --repeats "${REPEATS:-3}" --steps "${STEPS:-3}" \
+      --threads "$n" --repeats "${REPEATS:-3}" --steps "${STEPS:-3}" --dtype "${DTYPE:-f32}" \
       --mics-train "$build/bin/mics-train" --bench-model "$build/bin/mics-bench-model" --csv "$csv"
   done
 done

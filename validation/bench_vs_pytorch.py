@@ -12,6 +12,12 @@ in the same minutes and in a rotating order each repeat:
   sgemm    mics-bench-model --sgemm-only: the backend's f32 GEMM rate on the model's own
            GEMM shapes at the same thread count, the limit.
 
+With --dtype bf16, mics runs --compute-dtype bf16 (bf16 parameters, activations and GEMMs,
+f32 master weights and AdamW), PyTorch runs its forward and loss under
+torch.autocast("cpu", dtype=torch.bfloat16) (f32 weights, bf16 matrix products), and the
+limit is the CPU backend's bf16 GEMM rate on the same shapes (AMX tiles where the CPU has
+them).
+
 A step is forward, backward, global-norm clipping at 1.0 and AdamW (lr 3e-4, betas 0.9 and
 0.95, eps 1e-8, weight decay 0.1 on matrices and embeddings only) on both sides. Results
 are appended to a CSV and printed as markdown rows. `--table CSV` prints the table of a
@@ -33,7 +39,7 @@ COLUMNS = ["date_utc", "seq", "batch", "threads", "repeats", "steps", "load_star
            "compile_ms", "compile_min", "compile_max", "sgemm_gflops", "sgemm_min", "sgemm_max",
            "eager_over_mics", "compile_over_mics", "model_flops", "mics_fraction",
            "eager_fraction", "compile_fraction", "mics_loss1", "torch_loss1", "mics_params",
-           "torch_params", "compile_s", "sgemm_before_after"]
+           "torch_params", "compile_s", "sgemm_before_after", "dtype"]
 
 LAYERS, HIDDEN, HEADS, VOCAB = 12, 768, 12, 50257
 LR, BETAS, EPS, WEIGHT_DECAY, CLIP = 3e-4, (0.9, 0.95), 1e-8, 0.1, 1.0
@@ -60,7 +66,8 @@ class TorchSide:
     eager and compiled steps both update one set of parameters, which halves the memory
     and changes nothing in the time of a step."""
 
-    def __init__(self, seq, batch, threads):
+    def __init__(self, seq, batch, threads, dtype="f32"):
+        import contextlib
         import torch
         from torch_gpt import GPT, parameter_count
         self.torch = torch
@@ -76,10 +83,14 @@ class TorchSide:
         tokens = torch.randint(0, VOCAB, (batch, seq + 1))
         self.x, self.y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
         self.compiled = torch.compile(self.model)
+        # Autocast as PyTorch documents it for CPU mixed precision: forward and loss only.
+        self.autocast = ((lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bf16"
+                         else contextlib.nullcontext)
 
     def step(self, module):
         self.opt.zero_grad(set_to_none=True)
-        loss = module(self.x, self.y)
+        with self.autocast():
+            loss = module(self.x, self.y)
         loss.backward()
         self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), CLIP)
         self.opt.step()
@@ -104,7 +115,7 @@ def run_mics(args, steps):
                "--steps", str(args.mics_warmup + steps), "--lr", str(LR), "--min-lr", str(LR),
                "--warmup", "0", "--beta1", str(BETAS[0]), "--beta2", str(BETAS[1]),
                "--eps", str(EPS), "--weight-decay", str(WEIGHT_DECAY), "--grad-clip", str(CLIP),
-               "--eval-batches", "0", "--metrics", metrics]
+               "--eval-batches", "0", "--metrics", metrics, "--compute-dtype", args.dtype]
         env = dict(os.environ, OMP_WAIT_POLICY="passive")
         out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
         with open(metrics) as f:
@@ -117,10 +128,11 @@ def run_mics(args, steps):
 def run_sgemm(args):
     cmd = [args.bench_model, "--sgemm-only", "--threads", str(args.threads), "--layers",
            str(LAYERS), "--hidden", str(HIDDEN), "--heads", str(HEADS), "--seq", str(args.seq),
-           "--vocab", str(VOCAB), "--batch", str(args.batch), "--iters", "1"]
+           "--vocab", str(VOCAB), "--batch", str(args.batch), "--iters", "1",
+           "--compute-dtype", args.dtype]
     env = dict(os.environ, OMP_WAIT_POLICY="passive")
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
-    return float(out.split("sgemm_limit_gflops")[-1].split()[0])
+    return float(re.search(r"gemm_limit_gflops (\S+)", out).group(1))
 
 
 def measure(args, torch_side):
@@ -161,7 +173,7 @@ def summary_row(args, per, extra, torch_side, load_start, compile_s):
            "model_flops": f"{flops:.4g}", "mics_loss1": f"{extra['mics_loss1']:.4f}",
            "torch_loss1": f"{torch_side.loss1:.4f}", "mics_params": extra["mics_params"],
            "torch_params": torch_side.params, "compile_s": f"{compile_s:.0f}",
-           "sgemm_before_after": " ".join(extra["sgemm_pairs"])}
+           "sgemm_before_after": " ".join(extra["sgemm_pairs"]), "dtype": args.dtype}
     for what in ("mics", "eager", "compile", "sgemm"):
         med, lo, hi = spread(per[what])
         suffix = "_gflops" if what == "sgemm" else "_ms"
@@ -178,11 +190,11 @@ def summary_row(args, per, extra, torch_side, load_start, compile_s):
 
 def markdown(rows):
     lines = ["| shape | threads | mics ms | eager (fused AdamW) ms | compile ms | eager / mics | "
-             "compile / mics | sgemm GF/s | mics fraction of sgemm | eager fraction | compile fraction | load |",
+             "compile / mics | GEMM limit GF/s | mics fraction of limit | eager fraction | compile fraction | load |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| T {r['seq']} B {r['batch']} | {r['threads']} | {r['mics_ms']} ({r['mics_min']}-{r['mics_max']}) "
+            f"| T {r['seq']} B {r['batch']}{' bf16' if r.get('dtype') == 'bf16' else ''} | {r['threads']} | {r['mics_ms']} ({r['mics_min']}-{r['mics_max']}) "
             f"| {r['eager_ms']} ({r['eager_min']}-{r['eager_max']}) "
             f"| {r['compile_ms']} ({r['compile_min']}-{r['compile_max']}) "
             f"| {r['eager_over_mics']} | {r['compile_over_mics']} "
@@ -213,6 +225,8 @@ def parse_args():
     p.add_argument("--bench-model", default="build/bin/mics-bench-model")
     p.add_argument("--model-cfg", default="inputs/models/gpt2-124m.cfg")
     p.add_argument("--csv", default="validation/out/bench-vs-pytorch.csv")
+    p.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
+                   help="bf16: mics --compute-dtype bf16 against PyTorch's CPU bf16 autocast")
     return p.parse_args()
 
 
@@ -226,7 +240,7 @@ def main():
     print(f"# T {args.seq} B {args.batch} ({args.seq * args.batch} tokens per step), {args.threads} "
           f"threads, {args.repeats} repeats x {args.steps} timed steps; load {load_start} at start",
           flush=True)
-    side = TorchSide(args.seq, args.batch, args.threads)
+    side = TorchSide(args.seq, args.batch, args.threads, args.dtype)
     side.loss1 = side.step(side.model)   # eager warm-up; its loss is the first step's
     t0 = time.time()
     for _ in range(2):                   # compile, then one more step off the clock
