@@ -157,9 +157,15 @@ void fallback_entry(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const bf
 // nor the padding (zeros add +0) changes a sum.
 
 constexpr i64 kTileElems = 16 * 32;       // bf16 per tile
-constexpr i64 kKcTiles = 8;               // k tiles per K block: a pair of B slices is 16 KiB
-constexpr i64 kABlockBytes = 512 * 1024;  // packed A block, kept in L2 with the B panel
-constexpr i64 kBPanelBytes = 256 * 1024;
+// Block sizes, measured on a Sapphire Rapids core (48 KiB L1, 2 MiB L2) with
+// bench_bf16_gemm. Only one K block's slices of the packed A block, B panel and W need to
+// stay in L2; the blocks themselves may be larger.
+constexpr i64 kKcTiles = 8;           // k tiles per K block: a pair of B slices is 16 KiB
+constexpr i64 kPanelCols = 256;       // columns of a packed B panel
+constexpr i64 kABlockBytes = 2 << 20;  // packed A block (rows x K chunk)
+constexpr i64 kWBytes = 4 << 20;       // W of a row block when K is chunked
+constexpr i64 kMaxChunkTiles = 128;   // K up to 4096 in one chunk
+constexpr i64 kLongChunkTiles = 64;   // else chunks of at most 2048
 
 bool query_amx() {
   if (const char* env = std::getenv("MICS_BF16_AMX"); env != nullptr && std::strcmp(env, "0") == 0)
@@ -194,69 +200,121 @@ MICS_AMX_TARGET void load_tile_config() {
   _tile_loadconfig(cfg);
 }
 
-// Packs rows [i0, i0 + rows) of op(A), all of K, into row tiles of 16 (rows padded).
-MICS_AMX_TARGET void pack_a(const Operand& a, i64 M, i64 K, i64 i0, i64 rows, i64 kt_count,
-                            std::uint16_t* dst) {
-  const i64 mt = (rows + 15) / 16;
-  for (i64 t = 0; t < mt; ++t) {
-    for (i64 kt = 0; kt < kt_count; ++kt) {
-      std::uint16_t* tile = dst + (t * kt_count + kt) * kTileElems;
-      const i64 ib = i0 + t * 16, kb = kt * 32;
-      const bool full = ib + 16 <= std::min(M, i0 + rows) && kb + 32 <= K;
-      if (full && !a.trans) {
-        for (i64 r = 0; r < 16; ++r) std::memcpy(tile + r * 32, a.p + (ib + r) * a.ld + kb, 64);
-      } else if (full) {
-        for (i64 k = 0; k < 32; ++k) {
-          const std::uint16_t* src = a.p + (kb + k) * a.ld + ib;
-          for (i64 r = 0; r < 16; ++r) tile[r * 32 + k] = src[r];
-        }
-      } else {
-        for (i64 r = 0; r < 16; ++r)
-          for (i64 k = 0; k < 32; ++k) {
-            const bool in = ib + r < i0 + rows && ib + r < M && kb + k < K;
-            tile[r * 32 + k] = in ? a.at(ib + r, kb + k) : 0;
-          }
-      }
-    }
+// Transposes a 16 x 16 matrix of 32-bit elements held one row per register: unpack
+// pairs of rows, then pairs of pairs, then exchange 128-bit lanes. (The zero-masked forms
+// of the unpacks: GCC 12's unmasked ones warn of an uninitialised variable in its header.)
+MICS_AMX_TARGET void transpose16(__m512i r[16]) {
+  const __mmask16 kAll16 = 0xffff;
+  const __mmask8 kAll8 = 0xff;
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_maskz_unpacklo_epi32(kAll16, r[i], r[i + 1]);
+    t[i + 1] = _mm512_maskz_unpackhi_epi32(kAll16, r[i], r[i + 1]);
+  }
+  __m512i v[4][4];  // v[g][c], lane L: input column 4L + c, rows 4g .. 4g + 3
+  for (int g = 0; g < 4; ++g) {
+    v[g][0] = _mm512_maskz_unpacklo_epi64(kAll8, t[4 * g], t[4 * g + 2]);
+    v[g][1] = _mm512_maskz_unpackhi_epi64(kAll8, t[4 * g], t[4 * g + 2]);
+    v[g][2] = _mm512_maskz_unpacklo_epi64(kAll8, t[4 * g + 1], t[4 * g + 3]);
+    v[g][3] = _mm512_maskz_unpackhi_epi64(kAll8, t[4 * g + 1], t[4 * g + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512i x0 = _mm512_maskz_shuffle_i32x4(kAll16, v[0][c], v[1][c], 0x44);
+    const __m512i x1 = _mm512_maskz_shuffle_i32x4(kAll16, v[0][c], v[1][c], 0xee);
+    const __m512i x2 = _mm512_maskz_shuffle_i32x4(kAll16, v[2][c], v[3][c], 0x44);
+    const __m512i x3 = _mm512_maskz_shuffle_i32x4(kAll16, v[2][c], v[3][c], 0xee);
+    r[c] = _mm512_maskz_shuffle_i32x4(kAll16, x0, x2, 0x88);
+    r[4 + c] = _mm512_maskz_shuffle_i32x4(kAll16, x0, x2, 0xdd);
+    r[8 + c] = _mm512_maskz_shuffle_i32x4(kAll16, x1, x3, 0x88);
+    r[12 + c] = _mm512_maskz_shuffle_i32x4(kAll16, x1, x3, 0xdd);
   }
 }
 
-// Packs columns [j0, j0 + cols) of op(B), all of K, into VNNI tiles of 16 columns.
-MICS_AMX_TARGET void pack_b(const Operand& b, i64 N, i64 K, i64 j0, i64 cols, i64 kt_count,
-                            std::uint16_t* dst) {
-  const i64 nt = (cols + 15) / 16;
-  for (i64 t = 0; t < nt; ++t) {
-    for (i64 kt = 0; kt < kt_count; ++kt) {
-      std::uint16_t* tile = dst + (t * kt_count + kt) * kTileElems;
-      const i64 jb = j0 + t * 16, kb = kt * 32;
-      const bool full = jb + 16 <= std::min(N, j0 + cols) && kb + 32 <= K;
-      if (full && b.trans) {
-        // Stored [N, K]: a column's 32 k values are contiguous, 16 pairs of 32 bits.
-        for (i64 n = 0; n < 16; ++n) {
-          std::uint32_t pairs[16];
-          std::memcpy(pairs, b.p + (jb + n) * b.ld + kb, 64);
-          for (i64 p = 0; p < 16; ++p) std::memcpy(tile + (p * 16 + n) * 2, &pairs[p], 4);
-        }
-      } else if (full) {
-        for (i64 p = 0; p < 16; ++p) {
-          const std::uint16_t* r0 = b.p + (kb + 2 * p) * b.ld + jb;
-          const std::uint16_t* r1 = r0 + b.ld;
-          for (i64 n = 0; n < 16; ++n) {
-            tile[(p * 16 + n) * 2] = r0[n];
-            tile[(p * 16 + n) * 2 + 1] = r1[n];
-          }
-        }
-      } else {
-        for (i64 p = 0; p < 16; ++p)
-          for (i64 n = 0; n < 16; ++n)
-            for (i64 e = 0; e < 2; ++e) {
-              const i64 k = kb + 2 * p + e, j = jb + n;
-              const bool in = j < j0 + cols && j < N && k < K;
-              tile[(p * 16 + n) * 2 + e] = in ? b.at(k, j) : 0;
-            }
-      }
-    }
+// 16 32-bit pairs (r0[n], r1[n]) from two rows of 16 bf16.
+MICS_AMX_TARGET __m512i interleave16(const std::uint16_t* r0, const std::uint16_t* r1) {
+  const __m512i idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                       39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  const __m512i a = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0)));
+  const __m512i b = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1)));
+  return _mm512_permutex2var_epi16(a, idx, b);
+}
+
+MICS_AMX_TARGET void store_tile(std::uint16_t* tile, const __m512i r[16]) {
+  for (int i = 0; i < 16; ++i) _mm512_storeu_si512(tile + 32 * i, r[i]);
+}
+
+// One 16 x 32 tile of op(A) at rows ib, k kb, all inside the matrix.
+MICS_AMX_TARGET void pack_a_tile(const Operand& a, i64 ib, i64 kb, std::uint16_t* tile) {
+  if (!a.trans) {
+    for (i64 r = 0; r < 16; ++r) std::memcpy(tile + r * 32, a.p + (ib + r) * a.ld + kb, 64);
+    return;
   }
+  // Stored [K, M]: interleaving rows k = 2p, 2p + 1 gives, for each p, the pair p of the
+  // 16 rows; the tile wants each row's 16 pairs: a transpose of 32-bit pairs.
+  __m512i r[16];
+  for (i64 p = 0; p < 16; ++p) {
+    const std::uint16_t* r0 = a.p + (kb + 2 * p) * a.ld + ib;
+    r[p] = interleave16(r0, r0 + a.ld);
+  }
+  transpose16(r);
+  store_tile(tile, r);
+}
+
+// One VNNI tile of op(B) at k kb, columns jb, all inside the matrix.
+MICS_AMX_TARGET void pack_b_tile(const Operand& b, i64 jb, i64 kb, std::uint16_t* tile) {
+  __m512i r[16];
+  if (!b.trans) {
+    for (i64 p = 0; p < 16; ++p) {
+      const std::uint16_t* r0 = b.p + (kb + 2 * p) * b.ld + jb;
+      r[p] = interleave16(r0, r0 + b.ld);
+    }
+  } else {
+    // Stored [N, K]: a column's 32 k values are contiguous, its 16 pairs one register.
+    for (i64 n = 0; n < 16; ++n) r[n] = _mm512_loadu_si512(b.p + (jb + n) * b.ld + kb);
+    transpose16(r);
+  }
+  store_tile(tile, r);
+}
+
+// Packs rows [i0, i0 + rows) and k tiles [kt0, kt0 + kts) of op(A) into row tiles of 16,
+// zero past the matrix: dst[row tile][k tile][16][32].
+MICS_AMX_TARGET void pack_a(const Operand& a, i64 M, i64 K, i64 i0, i64 rows, i64 kt0, i64 kts,
+                            std::uint16_t* dst) {
+  const i64 mt = (rows + 15) / 16, row_end = std::min(M, i0 + rows);
+  for (i64 t = 0; t < mt; ++t)
+    for (i64 kt = 0; kt < kts; ++kt) {
+      std::uint16_t* tile = dst + (t * kts + kt) * kTileElems;
+      const i64 ib = i0 + t * 16, kb = (kt0 + kt) * 32;
+      if (ib + 16 <= row_end && kb + 32 <= K) {
+        pack_a_tile(a, ib, kb, tile);
+        continue;
+      }
+      for (i64 r = 0; r < 16; ++r)
+        for (i64 k = 0; k < 32; ++k)
+          tile[r * 32 + k] = ib + r < row_end && kb + k < K ? a.at(ib + r, kb + k) : 0;
+    }
+}
+
+// Packs columns [j0, j0 + cols) and k tiles [kt0, kt0 + kts) of op(B) into VNNI tiles of
+// 16 columns, zero past the matrix: dst[column tile][k tile][16 pairs][16][2].
+MICS_AMX_TARGET void pack_b(const Operand& b, i64 N, i64 K, i64 j0, i64 cols, i64 kt0, i64 kts,
+                            std::uint16_t* dst) {
+  const i64 nt = (cols + 15) / 16, col_end = std::min(N, j0 + cols);
+  for (i64 t = 0; t < nt; ++t)
+    for (i64 kt = 0; kt < kts; ++kt) {
+      std::uint16_t* tile = dst + (t * kts + kt) * kTileElems;
+      const i64 jb = j0 + t * 16, kb = (kt0 + kt) * 32;
+      if (jb + 16 <= col_end && kb + 32 <= K) {
+        pack_b_tile(b, jb, kb, tile);
+        continue;
+      }
+      for (i64 p = 0; p < 16; ++p)
+        for (i64 n = 0; n < 16; ++n)
+          for (i64 e = 0; e < 2; ++e) {
+            const i64 k = kb + 2 * p + e, j = jb + n;
+            tile[(p * 16 + n) * 2 + e] = j < col_end && k < K ? b.at(k, j) : 0;
+          }
+    }
 }
 
 // Accumulates R x C tiles (R, C in {1, 2}) of 16 x 16 over `kts` k tiles into the f32
@@ -283,15 +341,11 @@ MICS_AMX_TARGET void tile_block(const std::uint16_t* a0, const std::uint16_t* a1
     const i64 off = kt * kTileElems;
     _tile_loadd(4, a0 + off, 64);
     _tile_loadd(6, b0 + off, 64);
+    if constexpr (C == 2) _tile_loadd(7, b1 + off, 64);
+    if constexpr (R == 2) _tile_loadd(5, a1 + off, 64);
     _tile_dpbf16ps(0, 4, 6);
-    if constexpr (C == 2) {
-      _tile_loadd(7, b1 + off, 64);
-      _tile_dpbf16ps(1, 4, 7);
-    }
-    if constexpr (R == 2) {
-      _tile_loadd(5, a1 + off, 64);
-      _tile_dpbf16ps(2, 5, 6);
-    }
+    if constexpr (C == 2) _tile_dpbf16ps(1, 4, 7);
+    if constexpr (R == 2) _tile_dpbf16ps(2, 5, 6);
     if constexpr (R == 2 && C == 2) _tile_dpbf16ps(3, 5, 7);
   }
   _tile_stored(0, w, ws);
@@ -300,18 +354,19 @@ MICS_AMX_TARGET void tile_block(const std::uint16_t* a0, const std::uint16_t* a1
   if constexpr (R == 2 && C == 2) _tile_stored(3, w1 + 16, ws);
 }
 
-// One K block over a packed A block (mt row tiles) and B panel (nt column tiles): pairs of
-// column tiles outside, so that their B slices stay in L1 while the row tiles stream by.
+// One K block over a packed A block (mt row tiles) and B panel (nt column tiles), both
+// `stride` k tiles deep: pairs of column tiles outside, so that their B slices stay in L1
+// while the row tiles stream by.
 MICS_AMX_TARGET void amx_k_block(const std::uint16_t* ap, const std::uint16_t* bp, i64 mt,
-                                 i64 nt, i64 kt_count, i64 k0, i64 kts, float* w, i64 ldw) {
-  const bool from_w = k0 > 0;
+                                 i64 nt, i64 stride, i64 k0, i64 kts, float* w, i64 ldw,
+                                 bool from_w) {
   for (i64 jt = 0; jt < nt; jt += 2) {
-    const std::uint16_t* b0 = bp + (jt * kt_count + k0) * kTileElems;
-    const std::uint16_t* b1 = b0 + kt_count * kTileElems;
+    const std::uint16_t* b0 = bp + (jt * stride + k0) * kTileElems;
+    const std::uint16_t* b1 = b0 + stride * kTileElems;
     const bool two_c = jt + 1 < nt;
     for (i64 it = 0; it < mt; it += 2) {
-      const std::uint16_t* a0 = ap + (it * kt_count + k0) * kTileElems;
-      const std::uint16_t* a1 = a0 + kt_count * kTileElems;
+      const std::uint16_t* a0 = ap + (it * stride + k0) * kTileElems;
+      const std::uint16_t* a1 = a0 + stride * kTileElems;
       float* wb = w + it * 16 * ldw + jt * 16;
       const bool two_r = it + 1 < mt;
       if (two_r && two_c) tile_block<2, 2>(a0, a1, b0, b1, kts, wb, ldw, from_w);
@@ -323,32 +378,66 @@ MICS_AMX_TARGET void amx_k_block(const std::uint16_t* ap, const std::uint16_t* b
 }
 
 i64 round_down32(i64 x) { return x / 32 * 32; }
+i64 round_up16(i64 x) { return (x + 15) / 16 * 16; }
+
+// Block sizes of one call. K is cut into chunks only when it is long (the LM head's input
+// gradient, K = vocabulary); the sums of a whole row block then stay in W across chunks.
+struct AmxPlan {
+  i64 kt_count;  // k tiles in K
+  i64 chunk_kt;  // k tiles per K chunk
+  bool chunked;  // more than one chunk
+  i64 mc, nc;    // rows of an A block, columns of a B panel (multiples of 32)
+  i64 ldw;       // row stride of W: a panel's width, or all of N (rounded to 16) if chunked
+};
+
+AmxPlan amx_plan(i64 M, i64 N, i64 K) {
+  AmxPlan p{};
+  p.kt_count = (K + 31) / 32;
+  const i64 chunks = p.kt_count <= kMaxChunkTiles ? 1 : (p.kt_count + kLongChunkTiles - 1) / kLongChunkTiles;
+  p.chunk_kt = (p.kt_count + chunks - 1) / chunks;
+  p.chunked = chunks > 1;
+  const i64 np = round_up16(N);
+  p.nc = std::min(kPanelCols, np);
+  i64 mc = round_down32(kABlockBytes / (2 * 32 * p.chunk_kt));
+  if (p.chunked) mc = std::min(mc, round_down32(kWBytes / (4 * np)));
+  p.mc = std::min(std::clamp<i64>(mc, 32, 1024), round_up16(M));
+  p.ldw = p.chunked ? np : p.nc;
+  return p;
+}
+
+template <class CT>
+void store_rows(CT* C, i64 ldc, const float* w, i64 ldw, i64 rows, i64 cols, float alpha,
+                float beta) {
+  __asm__ volatile("" ::: "memory");  // W was written by tilestored
+  for (i64 r = 0; r < rows; ++r) store_row(C + r * ldc, w + r * ldw, cols, alpha, beta);
+}
 
 template <class CT>
 MICS_AMX_TARGET void amx_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Operand b,
                               float beta, CT* C, i64 ldc) {
-  const i64 kt_count = (K + 31) / 32, kp = kt_count * 32;
-  const i64 mc = std::clamp<i64>(round_down32(kABlockBytes / (2 * kp)), 32, 1024);
-  const i64 nc = std::clamp<i64>(round_down32(kBPanelBytes / (2 * kp)), 32, 512);
-  const i64 mc_used = std::min(mc, (M + 15) / 16 * 16), nc_used = std::min(nc, (N + 15) / 16 * 16);
+  const AmxPlan p = amx_plan(M, N, K);
   thread_local Scratch<std::uint16_t> a_buf, b_buf;
   thread_local Scratch<float> w_buf;
-  std::uint16_t* ap = a_buf.get(static_cast<std::size_t>(mc_used * kp));
-  std::uint16_t* bp = b_buf.get(static_cast<std::size_t>(nc_used * kp));
-  float* w = w_buf.get(static_cast<std::size_t>(mc_used * nc_used));
+  std::uint16_t* ap = a_buf.get(static_cast<std::size_t>(p.mc * p.chunk_kt * 32));
+  std::uint16_t* bp = b_buf.get(static_cast<std::size_t>(p.nc * p.chunk_kt * 32));
+  float* w = w_buf.get(static_cast<std::size_t>(p.mc * p.ldw));
   load_tile_config();
-  for (i64 i0 = 0; i0 < M; i0 += mc) {
-    const i64 rows = std::min(mc, M - i0), mt = (rows + 15) / 16;
-    pack_a(a, M, K, i0, rows, kt_count, ap);
-    for (i64 j0 = 0; j0 < N; j0 += nc) {
-      const i64 cols = std::min(nc, N - j0), nt = (cols + 15) / 16;
-      pack_b(b, N, K, j0, cols, kt_count, bp);
-      for (i64 k0 = 0; k0 < kt_count; k0 += kKcTiles)
-        amx_k_block(ap, bp, mt, nt, kt_count, k0, std::min(kKcTiles, kt_count - k0), w, nc_used);
-      __asm__ volatile("" ::: "memory");
-      for (i64 r = 0; r < rows; ++r)
-        store_row(C + (i0 + r) * ldc + j0, w + r * nc_used, cols, alpha, beta);
+  for (i64 i0 = 0; i0 < M; i0 += p.mc) {
+    const i64 rows = std::min(p.mc, M - i0), mt = (rows + 15) / 16;
+    for (i64 kt0 = 0; kt0 < p.kt_count; kt0 += p.chunk_kt) {
+      const i64 kts = std::min(p.chunk_kt, p.kt_count - kt0);
+      pack_a(a, M, K, i0, rows, kt0, kts, ap);
+      for (i64 j0 = 0; j0 < N; j0 += p.nc) {
+        const i64 cols = std::min(p.nc, N - j0), nt = (cols + 15) / 16;
+        pack_b(b, N, K, j0, cols, kt0, kts, bp);
+        float* wj = p.chunked ? w + j0 : w;
+        for (i64 k0 = 0; k0 < kts; k0 += kKcTiles)
+          amx_k_block(ap, bp, mt, nt, kts, k0, std::min(kKcTiles, kts - k0), wj, p.ldw,
+                      kt0 + k0 > 0);
+        if (!p.chunked) store_rows(C + i0 * ldc + j0, ldc, w, p.ldw, rows, cols, alpha, beta);
+      }
     }
+    if (p.chunked) store_rows(C + i0 * ldc, ldc, w, p.ldw, rows, N, alpha, beta);
   }
 }
 #endif  // MICS_HAVE_AMX_CODE
