@@ -281,18 +281,19 @@ MICS_AMX_TARGET void pack_b_tile(const Operand& b, i64 jb, i64 kb, std::uint16_t
 MICS_AMX_TARGET void pack_a(const Operand& a, i64 M, i64 K, i64 i0, i64 rows, i64 kt0, i64 kts,
                             std::uint16_t* dst) {
   const i64 mt = (rows + 15) / 16, row_end = std::min(M, i0 + rows);
-  for (i64 t = 0; t < mt; ++t)
-    for (i64 kt = 0; kt < kts; ++kt) {
-      std::uint16_t* tile = dst + (t * kts + kt) * kTileElems;
-      const i64 ib = i0 + t * 16, kb = (kt0 + kt) * 32;
-      if (ib + 16 <= row_end && kb + 32 <= K) {
-        pack_a_tile(a, ib, kb, tile);
-        continue;
-      }
-      for (i64 r = 0; r < 16; ++r)
-        for (i64 k = 0; k < 32; ++k)
-          tile[r * 32 + k] = ib + r < row_end && kb + k < K ? a.at(ib + r, kb + k) : 0;
+  for (i64 x = 0; x < mt * kts; ++x) {
+    // Along the stored rows: k tiles inner when A's rows hold k, row tiles inner if not.
+    const i64 t = a.trans ? x % mt : x / kts, kt = a.trans ? x / mt : x % kts;
+    std::uint16_t* tile = dst + (t * kts + kt) * kTileElems;
+    const i64 ib = i0 + t * 16, kb = (kt0 + kt) * 32;
+    if (ib + 16 <= row_end && kb + 32 <= K) {
+      pack_a_tile(a, ib, kb, tile);
+      continue;
     }
+    for (i64 r = 0; r < 16; ++r)
+      for (i64 k = 0; k < 32; ++k)
+        tile[r * 32 + k] = ib + r < row_end && kb + k < K ? a.at(ib + r, kb + k) : 0;
+  }
 }
 
 // Packs columns [j0, j0 + cols) and k tiles [kt0, kt0 + kts) of op(B) into VNNI tiles of
@@ -300,21 +301,21 @@ MICS_AMX_TARGET void pack_a(const Operand& a, i64 M, i64 K, i64 i0, i64 rows, i6
 MICS_AMX_TARGET void pack_b(const Operand& b, i64 N, i64 K, i64 j0, i64 cols, i64 kt0, i64 kts,
                             std::uint16_t* dst) {
   const i64 nt = (cols + 15) / 16, col_end = std::min(N, j0 + cols);
-  for (i64 t = 0; t < nt; ++t)
-    for (i64 kt = 0; kt < kts; ++kt) {
-      std::uint16_t* tile = dst + (t * kts + kt) * kTileElems;
-      const i64 jb = j0 + t * 16, kb = (kt0 + kt) * 32;
-      if (jb + 16 <= col_end && kb + 32 <= K) {
-        pack_b_tile(b, jb, kb, tile);
-        continue;
-      }
-      for (i64 p = 0; p < 16; ++p)
-        for (i64 n = 0; n < 16; ++n)
-          for (i64 e = 0; e < 2; ++e) {
-            const i64 k = kb + 2 * p + e, j = jb + n;
-            tile[(p * 16 + n) * 2 + e] = j < col_end && k < K ? b.at(k, j) : 0;
-          }
+  for (i64 x = 0; x < nt * kts; ++x) {
+    const i64 t = b.trans ? x / kts : x % nt, kt = b.trans ? x % kts : x / nt;
+    std::uint16_t* tile = dst + (t * kts + kt) * kTileElems;
+    const i64 jb = j0 + t * 16, kb = (kt0 + kt) * 32;
+    if (jb + 16 <= col_end && kb + 32 <= K) {
+      pack_b_tile(b, jb, kb, tile);
+      continue;
     }
+    for (i64 p = 0; p < 16; ++p)
+      for (i64 n = 0; n < 16; ++n)
+        for (i64 e = 0; e < 2; ++e) {
+          const i64 k = kb + 2 * p + e, j = jb + n;
+          tile[(p * 16 + n) * 2 + e] = j < col_end && k < K ? b.at(k, j) : 0;
+        }
+  }
 }
 
 // Accumulates R x C tiles (R, C in {1, 2}) of 16 x 16 over `kts` k tiles into the f32
