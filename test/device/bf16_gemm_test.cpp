@@ -224,6 +224,15 @@ BOOST_AUTO_TEST_CASE(split_calls_give_the_same_bits) {
   check_split_bits<bf16_t>(kFallbackBf16);
 }
 
+BOOST_AUTO_TEST_CASE(large_c_is_streamed_out) {
+  // C of 32 MiB or more with beta == 0 leaves the AMX path through non-temporal stores,
+  // rows unaligned here (ldc = N + 5).
+  amx_or_say_so();
+  const Problem pf(false, true, {2048, 4100, 40}, 5), pb(true, false, {2048, 8200, 40}, 6);
+  check_against_reference<float>(kFastF32, pf, 0.5f, 0.0f);
+  check_against_reference<bf16_t>(kFastBf16, pb, 0.5f, 0.0f);
+}
+
 BOOST_AUTO_TEST_CASE(empty_sums_and_empty_calls) {
   for (GemmF32 g : {kFastF32, kFallbackF32}) {
     std::vector<float> c = {1.0f, 2.0f, 3.0f, 4.0f};

@@ -166,6 +166,7 @@ constexpr i64 kABlockBytes = 2 << 20;  // packed A block (rows x K chunk)
 constexpr i64 kWBytes = 4 << 20;       // W of a row block when K is chunked
 constexpr i64 kMaxChunkTiles = 128;   // K up to 4096 in one chunk
 constexpr i64 kLongChunkTiles = 64;   // else chunks of at most 2048
+constexpr i64 kStreamBytes = 32 << 20;  // C written with non-temporal stores from this size
 
 bool query_amx() {
   if (const char* env = std::getenv("MICS_BF16_AMX"); env != nullptr && std::strcmp(env, "0") == 0)
@@ -413,6 +414,32 @@ void store_rows(CT* C, i64 ldc, const float* w, i64 ldw, i64 rows, i64 cols, flo
   for (i64 r = 0; r < rows; ++r) store_row(C + r * ldc, w + r * ldw, cols, alpha, beta);
 }
 
+// Copies n bytes with non-temporal stores where 64-byte aligned.
+MICS_AMX_TARGET void stream_copy(void* dst, const void* src, i64 n) {
+  auto* d = static_cast<char*>(dst);
+  const auto* s = static_cast<const char*>(src);
+  const i64 head = std::min<i64>(n, (64 - static_cast<i64>(reinterpret_cast<std::uintptr_t>(d) % 64)) % 64);
+  std::memcpy(d, s, static_cast<std::size_t>(head));
+  i64 i = head;
+  for (; i + 64 <= n; i += 64)
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + i), _mm512_loadu_si512(s + i));
+  std::memcpy(d + i, s + i, static_cast<std::size_t>(n - i));
+}
+
+// store_rows for a C too large to stay in cache, with beta == 0: each row is formed in L1
+// by the same store_row, then streamed out, so that writing C does not read it first.
+template <class CT>
+MICS_AMX_TARGET void stream_rows(CT* C, i64 ldc, const float* w, i64 ldw, i64 rows, i64 cols,
+                                 float alpha) {
+  thread_local Scratch<CT> row_buf;
+  CT* row = row_buf.get(static_cast<std::size_t>(cols));
+  __asm__ volatile("" ::: "memory");
+  for (i64 r = 0; r < rows; ++r) {
+    store_row(row, w + r * ldw, cols, alpha, 0.0f);
+    stream_copy(C + r * ldc, row, cols * static_cast<i64>(sizeof(CT)));
+  }
+}
+
 template <class CT>
 MICS_AMX_TARGET void amx_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Operand b,
                               float beta, CT* C, i64 ldc) {
@@ -422,6 +449,7 @@ MICS_AMX_TARGET void amx_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Opera
   std::uint16_t* ap = a_buf.get(static_cast<std::size_t>(p.mc * p.chunk_kt * 32));
   std::uint16_t* bp = b_buf.get(static_cast<std::size_t>(p.nc * p.chunk_kt * 32));
   float* w = w_buf.get(static_cast<std::size_t>(p.mc * p.ldw));
+  const bool stream = beta == 0.0f && M * N * static_cast<i64>(sizeof(CT)) >= kStreamBytes;
   load_tile_config();
   for (i64 i0 = 0; i0 < M; i0 += p.mc) {
     const i64 rows = std::min(p.mc, M - i0), mt = (rows + 15) / 16;
@@ -435,11 +463,14 @@ MICS_AMX_TARGET void amx_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Opera
         for (i64 k0 = 0; k0 < kts; k0 += kKcTiles)
           amx_k_block(ap, bp, mt, nt, kts, k0, std::min(kKcTiles, kts - k0), wj, p.ldw,
                       kt0 + k0 > 0);
-        if (!p.chunked) store_rows(C + i0 * ldc + j0, ldc, w, p.ldw, rows, cols, alpha, beta);
+        if (p.chunked) continue;
+        if (stream) stream_rows(C + i0 * ldc + j0, ldc, w, p.ldw, rows, cols, alpha);
+        else store_rows(C + i0 * ldc + j0, ldc, w, p.ldw, rows, cols, alpha, beta);
       }
     }
     if (p.chunked) store_rows(C + i0 * ldc, ldc, w, p.ldw, rows, N, alpha, beta);
   }
+  if (stream) _mm_sfence();  // the streamed rows are visible before the call returns
 }
 #endif  // MICS_HAVE_AMX_CODE
 
