@@ -124,7 +124,8 @@ void check_against_reference(Gemm gemm, const Problem& p, float alpha, float bet
 }
 
 const Shape kShapes[] = {{37, 45, 70}, {1, 45, 70}, {37, 1, 70}, {37, 45, 1},
-                         {16, 32, 64}, {300, 260, 200}, {70, 90, 1000}, {1, 1, 1}};
+                         {16, 32, 64}, {300, 260, 200}, {70, 90, 1000}, {1, 1, 1},
+                         {40, 50, 4500}};  // K > 4096: the AMX path cuts K into chunks
 
 // Every transpose, shape, alpha, beta and C type through one pair of gemm functions.
 void check_all(GemmF32 f32, GemmBf16 bf16) {
@@ -163,8 +164,7 @@ std::vector<CT> run_blocks(Gemm gemm, const Problem& p, const std::vector<i64>& 
 }
 
 template <class CT, class Gemm>
-void check_split_bits(Gemm gemm) {
-  const Shape s{300, 260, 1000};  // several A blocks, B panels and K blocks on the AMX path
+void check_split_bits_of(Gemm gemm, const Shape& s) {
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
       BOOST_TEST_CONTEXT("ta " << ta << " tb " << tb) {
@@ -181,6 +181,13 @@ void check_split_bits(Gemm gemm) {
         BOOST_TEST(std::memcmp(whole.data(), both.data(), whole.size() * sizeof(CT)) == 0);
       }
     }
+}
+
+// Shapes with several A blocks, B panels and K blocks on the AMX path, and K chunks.
+template <class CT, class Gemm>
+void check_split_bits(Gemm gemm) {
+  for (const Shape& s : {Shape{300, 260, 1000}, Shape{300, 260, 4500}})
+    check_split_bits_of<CT>(gemm, s);
 }
 
 bool amx_or_say_so() {
