@@ -63,7 +63,8 @@ std::vector<double> time_runs(int repeats, F&& run) {
 // "median [min-max]" in GF/s for the given run times.
 std::string gflops(const Shape& s, std::vector<double> t) {
   std::sort(t.begin(), t.end());
-  const double flop = 2.0 * static_cast<double>(s.M) * static_cast<double>(s.N) * static_cast<double>(s.K);
+  const double flop =
+      2.0 * static_cast<double>(s.M) * static_cast<double>(s.N) * static_cast<double>(s.K);
   char buf[64];
   std::snprintf(buf, sizeof buf, "%7.0f [%5.0f-%5.0f]", flop / t[t.size() / 2] / 1e9,
                 flop / t.back() / 1e9, flop / t.front() / 1e9);
@@ -77,13 +78,15 @@ void bench(const Shape& s, int repeats) {
   std::vector<float> af(static_cast<std::size_t>(a_n)), bf(static_cast<std::size_t>(b_n)),
       c(static_cast<std::size_t>(s.M * s.N));
   std::vector<bf16_t> ab(af.size()), bb(bf.size());
-  for (std::size_t i = 0; i < af.size(); ++i) ab[i] = mics::device::float_to_bf16(af[i] = dist(gen));
-  for (std::size_t i = 0; i < bf.size(); ++i) bb[i] = mics::device::float_to_bf16(bf[i] = dist(gen));
+  for (std::size_t i = 0; i < af.size(); ++i)
+    ab[i] = mics::device::float_to_bf16(af[i] = dist(gen));
+  for (std::size_t i = 0; i < bf.size(); ++i)
+    bb[i] = mics::device::float_to_bf16(bf[i] = dist(gen));
   const i64 lda = s.ta ? s.M : s.K, ldb = s.tb ? s.K : s.N;
   const auto sgemm = time_runs(repeats, [&] {
     cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans,
-                static_cast<int>(s.M), static_cast<int>(s.N), static_cast<int>(s.K), 1.0f, af.data(),
-                static_cast<int>(lda), bf.data(), static_cast<int>(ldb), 0.0f, c.data(),
+                static_cast<int>(s.M), static_cast<int>(s.N), static_cast<int>(s.K), 1.0f,
+                af.data(), static_cast<int>(lda), bf.data(), static_cast<int>(ldb), 0.0f, c.data(),
                 static_cast<int>(s.N));
   });
   const auto fast = time_runs(repeats, [&] {
@@ -112,8 +115,8 @@ int main(int argc, char** argv) {
   show_load("before");
   std::printf("%-17s op %6s %6s %6s | %-21s | %-21s | %-21s\n", "shape", "M", "N", "K",
               "sgemm f32 GF/s", "gemm_bf16 GF/s", "fallback GF/s");
-  std::printf("%-17s    %6s %6s %6s | %-21s | %-21s | %-21s\n", "", "", "", "",
-              "median [min-max]", "median [min-max]", "median [min-max]");
+  std::printf("%-17s    %6s %6s %6s | %-21s | %-21s | %-21s\n", "", "", "", "", "median [min-max]",
+              "median [min-max]", "median [min-max]");
   for (const Shape& s : kShapes) bench(s, repeats);
   show_load("after");
   return 0;

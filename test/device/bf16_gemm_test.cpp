@@ -3,11 +3,12 @@
 // threading relies on: a call split into row or column blocks gives the same bits.
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "bf16_gemm.hpp"
@@ -49,15 +50,17 @@ struct Problem {
   Shape s;
   Stored A, B;
   Problem(bool ta_, bool tb_, Shape s_, std::uint64_t seed)
-      : ta(ta_), tb(tb_), s(s_),
+      : ta(ta_),
+        tb(tb_),
+        s(s_),
         A(ta ? s.K : s.M, ta ? s.M : s.K, (ta ? s.M : s.K) + 3, seed),
         B(tb ? s.N : s.K, tb ? s.K : s.N, (tb ? s.K : s.N) + 3, seed + 1) {}
 };
 
 using GemmF32 = void (*)(bool, bool, i64, i64, i64, float, const bf16_t*, i64, const bf16_t*, i64,
                          float, float*, i64);
-using GemmBf16 = void (*)(bool, bool, i64, i64, i64, float, const bf16_t*, i64, const bf16_t*,
-                          i64, float, bf16_t*, i64);
+using GemmBf16 = void (*)(bool, bool, i64, i64, i64, float, const bf16_t*, i64, const bf16_t*, i64,
+                          float, bf16_t*, i64);
 
 constexpr GemmF32 kFastF32 = mics::device::gemm_bf16;
 constexpr GemmBf16 kFastBf16 = mics::device::gemm_bf16;
@@ -68,7 +71,10 @@ float to_float(float x) { return x; }
 float to_float(bf16_t x) { return bf16_to_float(x); }
 template <class CT>
 CT from_float(float x) {
-  if constexpr (std::is_same_v<CT, float>) return x; else return float_to_bf16(x);
+  if constexpr (std::is_same_v<CT, float>)
+    return x;
+  else
+    return float_to_bf16(x);
 }
 
 // Initial C with ldc = N + 5: NaN when beta == 0 (it must not be read), else values.
@@ -79,7 +85,8 @@ std::vector<CT> initial_c(const Shape& s, i64 ldc, float beta, std::uint64_t see
   std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
   if (beta != 0.0f)
     for (i64 i = 0; i < s.M; ++i)
-      for (i64 j = 0; j < s.N; ++j) c[static_cast<std::size_t>(i * ldc + j)] = from_float<CT>(dist(gen));
+      for (i64 j = 0; j < s.N; ++j)
+        c[static_cast<std::size_t>(i * ldc + j)] = from_float<CT>(dist(gen));
   return c;
 }
 
@@ -123,9 +130,10 @@ void check_against_reference(Gemm gemm, const Problem& p, float alpha, float bet
     }
 }
 
-const Shape kShapes[] = {{37, 45, 70}, {1, 45, 70}, {37, 1, 70}, {37, 45, 1},
-                         {16, 32, 64}, {300, 260, 200}, {70, 90, 1000}, {1, 1, 1},
-                         {40, 50, 4500}};  // K > 4096: the AMX path cuts K into chunks
+const Shape kShapes[] = {
+    {37, 45, 70},    {1, 45, 70},    {37, 1, 70}, {37, 45, 1},   {16, 32, 64},
+    {300, 260, 200}, {70, 90, 1000}, {1, 1, 1},   {40, 50, 4500}};  // K > 4096: the AMX path cuts K
+                                                                    // into chunks
 
 // Every transpose, shape, alpha, beta and C type through one pair of gemm functions.
 void check_all(GemmF32 f32, GemmBf16 bf16) {
@@ -192,8 +200,9 @@ void check_split_bits(Gemm gemm) {
 
 bool amx_or_say_so() {
   if (mics::device::amx_bf16_usable()) return true;
-  BOOST_TEST_MESSAGE("AMX bf16 is not usable here: gemm_bf16 takes the fallback, which is "
-                     "what these checks test");
+  BOOST_TEST_MESSAGE(
+      "AMX bf16 is not usable here: gemm_bf16 takes the fallback, which is "
+      "what these checks test");
   return false;
 }
 

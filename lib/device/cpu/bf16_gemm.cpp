@@ -94,9 +94,9 @@ void store_empty_sums(i64 M, i64 N, float alpha, float beta, CT* C, i64 ldc) {
 
 // ---------------------------------------------------------------------------------------
 // Fallback: operands widened to f32 in blocks, then each element of C summed over k = 0,
-// 1, ..., K-1 one product at a time. A product of two bf16 values is exact in f32, so a
-// contracted (FMA) and an uncontracted add give the same sum: the order is the only thing
-// that matters, and it is the same for every element.
+// 1, ..., K-1 one product at a time, the same order for every element. (A product of two
+// bf16 values is exact in f32 unless it underflows, so contracting into FMA would not
+// change the sum either.)
 
 constexpr int kFbRows = 4;
 constexpr int kFbCols = 32;
@@ -125,24 +125,26 @@ void fallback_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Operand b, float
   for (i64 j0 = 0; j0 < N; j0 += kFbCols) {
     const i64 nc = std::min<i64>(kFbCols, N - j0);
     for (i64 k = 0; k < K; ++k)
-      for (int j = 0; j < kFbCols; ++j) bw[k * kFbCols + j] = j < nc ? widen(b.at(k, j0 + j)) : 0.0f;
+      for (int j = 0; j < kFbCols; ++j)
+        bw[k * kFbCols + j] = j < nc ? widen(b.at(k, j0 + j)) : 0.0f;
     for (i64 i0 = 0; i0 < M; i0 += kFbRows) {
       const i64 mr = std::min<i64>(kFbRows, M - i0);
       for (int r = 0; r < kFbRows; ++r)
         for (i64 k = 0; k < K; ++k) aw[r * K + k] = r < mr ? widen(a.at(i0 + r, k)) : 0.0f;
       fallback_block(aw, bw, K, acc);
-      for (i64 r = 0; r < mr; ++r) store_row(C + (i0 + r) * ldc + j0, acc + r * kFbCols, nc, alpha, beta);
+      for (i64 r = 0; r < mr; ++r)
+        store_row(C + (i0 + r) * ldc + j0, acc + r * kFbCols, nc, alpha, beta);
     }
   }
 }
 
 template <class CT>
-void fallback_entry(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const bf16_t* A,
-                    i64 lda, const bf16_t* B, i64 ldb, float beta, CT* C, i64 ldc) {
+void fallback_entry(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const bf16_t* A, i64 lda,
+                    const bf16_t* B, i64 ldb, float beta, CT* C, i64 ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) return store_empty_sums(M, N, alpha, beta, C, ldc);
-  fallback_gemm(M, N, K, alpha, Operand{bits_of(A), lda, ta}, Operand{bits_of(B), ldb, tb}, beta,
-                C, ldc);
+  fallback_gemm(M, N, K, alpha, Operand{bits_of(A), lda, ta}, Operand{bits_of(B), ldb, tb}, beta, C,
+                ldc);
 }
 
 #if MICS_HAVE_AMX_CODE
@@ -156,16 +158,16 @@ void fallback_entry(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const bf
 // accumulators go to memory and back between K blocks unchanged, so neither the blocking
 // nor the padding (zeros add +0) changes a sum.
 
-constexpr i64 kTileElems = 16 * 32;       // bf16 per tile
+constexpr i64 kTileElems = 16 * 32;  // bf16 per tile
 // Block sizes, measured on a Sapphire Rapids core (48 KiB L1, 2 MiB L2) with
 // bench_bf16_gemm. Only one K block's slices of the packed A block, B panel and W need to
 // stay in L2; the blocks themselves may be larger.
-constexpr i64 kKcTiles = 8;           // k tiles per K block: a pair of B slices is 16 KiB
-constexpr i64 kPanelCols = 256;       // columns of a packed B panel
-constexpr i64 kABlockBytes = 2 << 20;  // packed A block (rows x K chunk)
-constexpr i64 kWBytes = 4 << 20;       // W of a row block when K is chunked
-constexpr i64 kMaxChunkTiles = 128;   // K up to 4096 in one chunk
-constexpr i64 kLongChunkTiles = 64;   // else chunks of at most 2048
+constexpr i64 kKcTiles = 8;             // k tiles per K block: a pair of B slices is 16 KiB
+constexpr i64 kPanelCols = 256;         // columns of a packed B panel
+constexpr i64 kABlockBytes = 2 << 20;   // packed A block (rows x K chunk)
+constexpr i64 kWBytes = 4 << 20;        // W of a row block when K is chunked
+constexpr i64 kMaxChunkTiles = 128;     // K up to 4096 in one chunk
+constexpr i64 kLongChunkTiles = 64;     // else chunks of at most 2048
 constexpr i64 kStreamBytes = 32 << 20;  // C written with non-temporal stores from this size
 
 bool query_amx() {
@@ -235,8 +237,10 @@ MICS_AMX_TARGET void transpose16(__m512i r[16]) {
 MICS_AMX_TARGET __m512i interleave16(const std::uint16_t* r0, const std::uint16_t* r1) {
   const __m512i idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-  const __m512i a = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0)));
-  const __m512i b = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1)));
+  const __m512i a =
+      _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0)));
+  const __m512i b =
+      _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1)));
   return _mm512_permutex2var_epi16(a, idx, b);
 }
 
@@ -323,8 +327,8 @@ MICS_AMX_TARGET void pack_b(const Operand& b, i64 N, i64 K, i64 j0, i64 cols, i6
 // block at w (row stride ldw floats), starting from w's values or from zero.
 template <int R, int C>
 MICS_AMX_TARGET void tile_block(const std::uint16_t* a0, const std::uint16_t* a1,
-                                const std::uint16_t* b0, const std::uint16_t* b1, i64 kts,
-                                float* w, i64 ldw, bool from_w) {
+                                const std::uint16_t* b0, const std::uint16_t* b1, i64 kts, float* w,
+                                i64 ldw, bool from_w) {
   const long ws = static_cast<long>(ldw * 4);
   float* w1 = w + 16 * ldw;
   __asm__ volatile("" ::: "memory");  // tileloadd's asm does not say that it reads memory
@@ -359,9 +363,8 @@ MICS_AMX_TARGET void tile_block(const std::uint16_t* a0, const std::uint16_t* a1
 // One K block over a packed A block (mt row tiles) and B panel (nt column tiles), both
 // `stride` k tiles deep: pairs of column tiles outside, so that their B slices stay in L1
 // while the row tiles stream by.
-MICS_AMX_TARGET void amx_k_block(const std::uint16_t* ap, const std::uint16_t* bp, i64 mt,
-                                 i64 nt, i64 stride, i64 k0, i64 kts, float* w, i64 ldw,
-                                 bool from_w) {
+MICS_AMX_TARGET void amx_k_block(const std::uint16_t* ap, const std::uint16_t* bp, i64 mt, i64 nt,
+                                 i64 stride, i64 k0, i64 kts, float* w, i64 ldw, bool from_w) {
   for (i64 jt = 0; jt < nt; jt += 2) {
     const std::uint16_t* b0 = bp + (jt * stride + k0) * kTileElems;
     const std::uint16_t* b1 = b0 + stride * kTileElems;
@@ -371,10 +374,14 @@ MICS_AMX_TARGET void amx_k_block(const std::uint16_t* ap, const std::uint16_t* b
       const std::uint16_t* a1 = a0 + stride * kTileElems;
       float* wb = w + it * 16 * ldw + jt * 16;
       const bool two_r = it + 1 < mt;
-      if (two_r && two_c) tile_block<2, 2>(a0, a1, b0, b1, kts, wb, ldw, from_w);
-      else if (two_r) tile_block<2, 1>(a0, a1, b0, b1, kts, wb, ldw, from_w);
-      else if (two_c) tile_block<1, 2>(a0, a1, b0, b1, kts, wb, ldw, from_w);
-      else tile_block<1, 1>(a0, a1, b0, b1, kts, wb, ldw, from_w);
+      if (two_r && two_c)
+        tile_block<2, 2>(a0, a1, b0, b1, kts, wb, ldw, from_w);
+      else if (two_r)
+        tile_block<2, 1>(a0, a1, b0, b1, kts, wb, ldw, from_w);
+      else if (two_c)
+        tile_block<1, 2>(a0, a1, b0, b1, kts, wb, ldw, from_w);
+      else
+        tile_block<1, 1>(a0, a1, b0, b1, kts, wb, ldw, from_w);
     }
   }
 }
@@ -395,7 +402,8 @@ struct AmxPlan {
 AmxPlan amx_plan(i64 M, i64 N, i64 K) {
   AmxPlan p{};
   p.kt_count = (K + 31) / 32;
-  const i64 chunks = p.kt_count <= kMaxChunkTiles ? 1 : (p.kt_count + kLongChunkTiles - 1) / kLongChunkTiles;
+  const i64 chunks =
+      p.kt_count <= kMaxChunkTiles ? 1 : (p.kt_count + kLongChunkTiles - 1) / kLongChunkTiles;
   p.chunk_kt = (p.kt_count + chunks - 1) / chunks;
   p.chunked = chunks > 1;
   const i64 np = round_up16(N);
@@ -418,7 +426,8 @@ void store_rows(CT* C, i64 ldc, const float* w, i64 ldw, i64 rows, i64 cols, flo
 MICS_AMX_TARGET void stream_copy(void* dst, const void* src, i64 n) {
   auto* d = static_cast<char*>(dst);
   const auto* s = static_cast<const char*>(src);
-  const i64 head = std::min<i64>(n, (64 - static_cast<i64>(reinterpret_cast<std::uintptr_t>(d) % 64)) % 64);
+  const i64 head =
+      std::min<i64>(n, (64 - static_cast<i64>(reinterpret_cast<std::uintptr_t>(d) % 64)) % 64);
   std::memcpy(d, s, static_cast<std::size_t>(head));
   i64 i = head;
   for (; i + 64 <= n; i += 64)
@@ -441,8 +450,8 @@ MICS_AMX_TARGET void stream_rows(CT* C, i64 ldc, const float* w, i64 ldw, i64 ro
 }
 
 template <class CT>
-MICS_AMX_TARGET void amx_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Operand b,
-                              float beta, CT* C, i64 ldc) {
+MICS_AMX_TARGET void amx_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Operand b, float beta,
+                              CT* C, i64 ldc) {
   const AmxPlan p = amx_plan(M, N, K);
   thread_local Scratch<std::uint16_t> a_buf, b_buf;
   thread_local Scratch<float> w_buf;
@@ -464,8 +473,10 @@ MICS_AMX_TARGET void amx_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Opera
           amx_k_block(ap, bp, mt, nt, kts, k0, std::min(kKcTiles, kts - k0), wj, p.ldw,
                       kt0 + k0 > 0);
         if (p.chunked) continue;
-        if (stream) stream_rows(C + i0 * ldc + j0, ldc, w, p.ldw, rows, cols, alpha);
-        else store_rows(C + i0 * ldc + j0, ldc, w, p.ldw, rows, cols, alpha, beta);
+        if (stream)
+          stream_rows(C + i0 * ldc + j0, ldc, w, p.ldw, rows, cols, alpha);
+        else
+          store_rows(C + i0 * ldc + j0, ldc, w, p.ldw, rows, cols, alpha, beta);
       }
     }
     if (p.chunked) store_rows(C + i0 * ldc, ldc, w, p.ldw, rows, N, alpha, beta);
