@@ -115,25 +115,41 @@ void fallback_block(const float* a, const float* b, i64 K, float* acc) {
   std::memcpy(acc, s, sizeof s);
 }
 
+// Widens op(B)'s columns [j0, j0 + cols) into sub-panels of kFbCols: bw[sub][k][kFbCols].
+void widen_b_panel(const Operand& b, i64 K, i64 j0, i64 cols, float* bw) {
+  for (i64 sub = 0; sub * kFbCols < cols; ++sub) {
+    float* dst = bw + sub * K * kFbCols;
+    const i64 jb = j0 + sub * kFbCols, nc = std::min<i64>(kFbCols, j0 + cols - jb);
+    for (i64 k = 0; k < K; ++k)
+      for (int j = 0; j < kFbCols; ++j)
+        dst[k * kFbCols + j] = j < nc ? widen(b.at(k, jb + j)) : 0.0f;
+  }
+}
+
 template <class CT>
 void fallback_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Operand b, float beta, CT* C,
                    i64 ldc) {
+  // A panel of B columns (up to 256, about 2 MiB of f32) is widened once and swept by
+  // every block of kFbRows rows, whose widened A rows serve the whole panel.
+  const i64 panel = std::clamp<i64>((2 << 20) / (4 * K) / kFbCols * kFbCols, kFbCols, 256);
+  const i64 panel_used = std::min(panel, (N + kFbCols - 1) / kFbCols * kFbCols);
   thread_local Scratch<float> a_buf, b_buf, acc_buf;
-  float* bw = b_buf.get(static_cast<std::size_t>(K * kFbCols));
+  float* bw = b_buf.get(static_cast<std::size_t>(K * panel_used));
   float* aw = a_buf.get(static_cast<std::size_t>(K * kFbRows));
   float* acc = acc_buf.get(kFbRows * kFbCols);
-  for (i64 j0 = 0; j0 < N; j0 += kFbCols) {
-    const i64 nc = std::min<i64>(kFbCols, N - j0);
-    for (i64 k = 0; k < K; ++k)
-      for (int j = 0; j < kFbCols; ++j)
-        bw[k * kFbCols + j] = j < nc ? widen(b.at(k, j0 + j)) : 0.0f;
+  for (i64 j0 = 0; j0 < N; j0 += panel) {
+    const i64 cols = std::min(panel, N - j0);
+    widen_b_panel(b, K, j0, cols, bw);
     for (i64 i0 = 0; i0 < M; i0 += kFbRows) {
       const i64 mr = std::min<i64>(kFbRows, M - i0);
       for (int r = 0; r < kFbRows; ++r)
         for (i64 k = 0; k < K; ++k) aw[r * K + k] = r < mr ? widen(a.at(i0 + r, k)) : 0.0f;
-      fallback_block(aw, bw, K, acc);
-      for (i64 r = 0; r < mr; ++r)
-        store_row(C + (i0 + r) * ldc + j0, acc + r * kFbCols, nc, alpha, beta);
+      for (i64 sub = 0; sub * kFbCols < cols; ++sub) {
+        const i64 j = j0 + sub * kFbCols, nc = std::min<i64>(kFbCols, N - j);
+        fallback_block(aw, bw + sub * K * kFbCols, K, acc);
+        for (i64 r = 0; r < mr; ++r)
+          store_row(C + (i0 + r) * ldc + j, acc + r * kFbCols, nc, alpha, beta);
+      }
     }
   }
 }
