@@ -1,0 +1,123 @@
+// bench_bf16_gemm [repeats]: single-thread GF/s of OpenBLAS sgemm (f32 operands), of
+// gemm_bf16 (AMX where usable) and of its fallback, for the GEMM shapes of a GPT-2 small
+// step with 1024 tokens as one of two threads sees them (half of M or N). Not a test: run
+// it by hand on a quiet machine; it prints the load average before and after.
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bf16_gemm.hpp"
+
+using mics::device::bf16_t;
+using i64 = std::int64_t;
+
+namespace {
+
+struct Shape {
+  const char* what;
+  bool ta, tb;
+  i64 M, N, K;
+};
+
+const Shape kShapes[] = {
+    {"fwd qkv   x W^T", false, true, 512, 2304, 768},
+    {"fwd fc    x W^T", false, true, 512, 3072, 768},
+    {"fwd proj  x W^T", false, true, 512, 768, 3072},
+    {"dX fc     dY W", false, false, 512, 768, 3072},
+    {"dX qkv    dY W", false, false, 512, 768, 2304},
+    {"dW qkv    dY^T X", true, false, 1152, 768, 1024},
+    {"dW fc     dY^T X", true, false, 1536, 768, 1024},
+    {"head fwd  x E^T", false, true, 1024, 25129, 768},
+    {"head dX   dY E", false, false, 512, 768, 50257},
+    {"head dW   dY^T X", true, false, 25129, 768, 1024},
+    {"attn S=QK^T", false, true, 64, 1024, 64},
+    {"attn O=PV", false, false, 64, 64, 1024},
+    {"attn dV=P^T dO", true, false, 1024, 64, 64},
+};
+
+void show_load(const char* when) {
+  std::printf("# uptime %s: ", when);
+  std::fflush(stdout);
+  if (std::system("uptime") != 0) std::printf("(uptime failed)\n");
+}
+
+template <class F>
+std::vector<double> time_runs(int repeats, F&& run) {
+  run();  // warm the caches and the thread-local buffers
+  std::vector<double> s;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return s;
+}
+
+// "median [min-max]" in GF/s for the given run times.
+std::string gflops(const Shape& s, std::vector<double> t) {
+  std::sort(t.begin(), t.end());
+  const double flop =
+      2.0 * static_cast<double>(s.M) * static_cast<double>(s.N) * static_cast<double>(s.K);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%7.0f [%5.0f-%5.0f]", flop / t[t.size() / 2] / 1e9,
+                flop / t.back() / 1e9, flop / t.front() / 1e9);
+  return buf;
+}
+
+void bench(const Shape& s, int repeats) {
+  const i64 a_n = s.M * s.K, b_n = s.K * s.N;
+  std::mt19937 gen(1);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> af(static_cast<std::size_t>(a_n)), bf(static_cast<std::size_t>(b_n)),
+      c(static_cast<std::size_t>(s.M * s.N));
+  std::vector<bf16_t> ab(af.size()), bb(bf.size());
+  for (std::size_t i = 0; i < af.size(); ++i)
+    ab[i] = mics::device::float_to_bf16(af[i] = dist(gen));
+  for (std::size_t i = 0; i < bf.size(); ++i)
+    bb[i] = mics::device::float_to_bf16(bf[i] = dist(gen));
+  const i64 lda = s.ta ? s.M : s.K, ldb = s.tb ? s.K : s.N;
+  const auto sgemm = time_runs(repeats, [&] {
+    cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans,
+                static_cast<int>(s.M), static_cast<int>(s.N), static_cast<int>(s.K), 1.0f,
+                af.data(), static_cast<int>(lda), bf.data(), static_cast<int>(ldb), 0.0f, c.data(),
+                static_cast<int>(s.N));
+  });
+  const auto fast = time_runs(repeats, [&] {
+    mics::device::gemm_bf16(s.ta, s.tb, s.M, s.N, s.K, 1.0f, ab.data(), lda, bb.data(), ldb, 0.0f,
+                            c.data(), s.N);
+  });
+  const auto fallback = time_runs(std::min(repeats, 3), [&] {
+    mics::device::gemm_bf16_fallback(s.ta, s.tb, s.M, s.N, s.K, 1.0f, ab.data(), lda, bb.data(),
+                                     ldb, 0.0f, c.data(), s.N);
+  });
+  std::printf("%-17s %s%s %6lld %6lld %6lld | %s | %s | %s\n", s.what, s.ta ? "T" : "N",
+              s.tb ? "T" : "N", static_cast<long long>(s.M), static_cast<long long>(s.N),
+              static_cast<long long>(s.K), gflops(s, sgemm).c_str(), gflops(s, fast).c_str(),
+              gflops(s, fallback).c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int repeats = argc > 1 ? std::max(1, std::atoi(argv[1])) : 5;
+  openblas_set_num_threads(1);
+  std::printf("# one thread; %d timed runs after a warm-up (fallback: at most 3), C f32, beta 0\n",
+              repeats);
+  std::printf("# AMX bf16 usable: %s\n", mics::device::amx_bf16_usable() ? "yes" : "no");
+  show_load("before");
+  std::printf("%-17s op %6s %6s %6s | %-21s | %-21s | %-21s\n", "shape", "M", "N", "K",
+              "sgemm f32 GF/s", "gemm_bf16 GF/s", "fallback GF/s");
+  std::printf("%-17s    %6s %6s %6s | %-21s | %-21s | %-21s\n", "", "", "", "", "median [min-max]",
+              "median [min-max]", "median [min-max]");
+  for (const Shape& s : kShapes) bench(s, repeats);
+  show_load("after");
+  return 0;
+}
