@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -238,6 +239,29 @@ BOOST_AUTO_TEST_CASE(split_calls_give_the_same_bits) {
   check_split_bits<bf16_t>(kFastBf16);
   check_split_bits<float>(kFallbackF32);
   check_split_bits<bf16_t>(kFallbackBf16);
+}
+
+BOOST_AUTO_TEST_CASE(threads_splitting_rows_and_columns) {
+  // As the backend will call it: one call per thread on its own rows (then columns), each
+  // thread with its own packing buffers and tile configuration, new threads included.
+  amx_or_say_so();
+  const Problem p(false, true, {300, 260, 1000}, 4321);
+  const Shape& s = p.s;
+  const auto whole = run_blocks<float>(kFastF32, p, {0, s.M}, {0, s.N});
+  for (bool by_rows : {true, false}) {
+    std::vector<float> c = initial_c<float>(s, s.N, 0.5f, 7);
+    auto part = [&](i64 lo, i64 hi) {
+      const i64 i0 = by_rows ? lo : 0, i1 = by_rows ? hi : s.M;
+      const i64 j0 = by_rows ? 0 : lo, j1 = by_rows ? s.N : hi;
+      kFastF32(false, true, i1 - i0, j1 - j0, s.K, 1.25f, p.A.v.data() + i0 * p.A.ld, p.A.ld,
+               p.B.v.data() + j0 * p.B.ld, p.B.ld, 0.5f, c.data() + i0 * s.N + j0, s.N);
+    };
+    const i64 extent = by_rows ? s.M : s.N;
+    std::thread t1(part, 0, extent / 3), t2(part, extent / 3, extent);
+    t1.join();
+    t2.join();
+    BOOST_TEST(std::memcmp(whole.data(), c.data(), whole.size() * sizeof(float)) == 0);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(large_c_is_streamed_out) {

@@ -24,8 +24,11 @@ bool amx_bf16_usable();
 // splits rows or columns over its threads. Every element's sum runs over K in the same
 // order whatever M, N and the element's position, so splitting the call into row or column
 // blocks gives the same bits. Takes the AMX path when amx_bf16_usable(), else the
-// fallback below. Thread-local packing buffers grow to the largest call a thread has made
-// (about 1.5 MiB for the shapes of a GPT-2 step) and are kept for the thread's life.
+// fallback below. Thread-local packing buffers (64-byte aligned) grow to the largest call
+// the thread has made, up to about 5 MiB for the GEMMs of a GPT-2 small step, and are kept
+// for the thread's life; steady calls allocate nothing. No alignment is asked of A, B, C.
+// A C of 32 MiB or more with beta == 0 is written with non-temporal stores (fenced before
+// returning), so it is not left in cache.
 void gemm_bf16(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                const bf16_t* A, std::int64_t lda, const bf16_t* B, std::int64_t ldb, float beta,
                float* C, std::int64_t ldc);
