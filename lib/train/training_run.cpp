@@ -51,6 +51,11 @@ void print_banner(const Job& job) {
      << device::dtype_name(opt.compute) << ", comm " << job.collectives->backend()
      << ", replication all-reduce " << hop2_note(job);
   job.say(os.str());
+  if (opt.backend == "cpu" && opt.compute == device::DType::bf16)
+    job.say(device::cpu_bf16_gemm_on_amx()
+                ? "mics-train: bf16 GEMMs on AMX tiles (f32 sums); other kernels in f32, outputs rounded to bf16"
+                : "mics-train: note: no usable AMX on this CPU, so bf16 GEMMs run through portable loops, "
+                  "several times slower than f32 ones: --compute-dtype f32 trains faster here");
   if (l.partition_auto()) job.say("mics-train: layout " + l.describe());
   std::ostringstream b;
   b << "mics-train: global batch " << tc.global_batch << " = " << job.world << " ranks x " << tc.micro_batch

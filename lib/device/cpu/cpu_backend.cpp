@@ -1209,6 +1209,8 @@ private:
 
 }  // namespace
 
+bool cpu_bf16_gemm_on_amx() { return amx_bf16_usable(); }
+
 std::unique_ptr<Backend> make_cpu_backend(int threads) {
   return std::make_unique<CpuBackend>(threads);
 }
