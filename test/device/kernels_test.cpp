@@ -477,7 +477,7 @@ BOOST_AUTO_TEST_CASE(attention_same_bits_at_any_thread_count) {
   const std::int64_t C = base.NH * base.HS, BT = base.B * base.T;
   const auto qkv = random_vector(static_cast<std::size_t>(BT * 3 * C), 72, -2, 2);
   const auto dout = random_vector(static_cast<std::size_t>(BT * C), 73);
-  for (DType dt : {DType::f32, DType::f64}) {
+  for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
     for (bool causal : {true, false}) {
       BOOST_TEST_CONTEXT(dtype_name(dt) << " causal " << causal) {
         AttentionShape s = base;

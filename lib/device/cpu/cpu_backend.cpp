@@ -740,11 +740,21 @@ public:
   void layernorm_forward(DType dt, void* out, void* mean, void* rstd, const void* inp,
                          const void* weight, const void* bias, std::int64_t N, std::int64_t C,
                          double eps) override {
-    if (dt == DType::bf16) {  // mean and rstd are f32 (accum_dtype)
+    if (dt == DType::bf16) {  // mean and rstd are f32 (accum_dtype); a row at a time in cache
       auto w = widened();
-      const float *x = w.in(inp, N * C), *g = w.in(weight, C), *b = w.in(bias, C);
-      layernorm_forward(DType::f32, w.out(out, N * C), mean, rstd, x, g, b, N, C, eps);
-      return w.commit();
+      const float *g = w.in(weight, C), *b = w.in(bias, C);
+      const auto* x = static_cast<const bf16_t*>(inp);
+      auto* o = static_cast<bf16_t*>(out);
+      auto *mu = static_cast<float*>(mean), *rs = static_cast<float*>(rstd);
+      size_thread_buffers(2, C);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (N * C > 16384)
+      for (std::int64_t r = 0; r < N; ++r) {
+        float *xr = thread_buffer(2, 0), *orow = thread_buffer(2, 1);  // layernorm_row: no aliasing
+        cpu::widen_bf16(xr, x + r * C, C, 1);
+        layernorm_row(orow, mu + r, rs + r, xr, g, b, C, eps);
+        cpu::narrow_bf16(o + r * C, orow, C, 1);
+      }
+      return;
     }
     dispatch("layernorm_forward", dt, [&](auto tag) {
       using T = decltype(tag);
@@ -796,10 +806,13 @@ public:
   // --- GELU ---------------------------------------------------------------------------------
   void gelu_forward(DType dt, void* out, const void* inp, std::int64_t n) override {
     if (dt == DType::bf16) {
-      auto w = widened();
-      const float* x = w.in(inp, n);
-      gelu_forward(DType::f32, w.out(out, n), x, n);
-      return w.commit();
+      const auto* x = static_cast<const bf16_t*>(inp);
+      auto* o = static_cast<bf16_t*>(out);
+      return bf16_chunks(n, 1, [&](float* const* buf, std::int64_t a, std::int64_t m) {
+        cpu::widen_bf16(buf[0], x + a, m, 1);
+        gelu_forward_range(buf[0], buf[0], 0, m);
+        cpu::narrow_bf16(o + a, buf[0], m, 1);
+      });
     }
     dispatch("gelu_forward", dt, [&](auto tag) {
       using T = decltype(tag);
@@ -811,10 +824,14 @@ public:
   void gelu_backward(DType dt, void* dinp, const void* inp, const void* dout,
                      std::int64_t n) override {
     if (dt == DType::bf16) {
-      auto w = widened();
-      const float *x = w.in(inp, n), *dy = w.in(dout, n);
-      gelu_backward(DType::f32, w.out(dinp, n), x, dy, n);
-      return w.commit();
+      const auto *x = static_cast<const bf16_t*>(inp), *dy = static_cast<const bf16_t*>(dout);
+      auto* dx = static_cast<bf16_t*>(dinp);
+      return bf16_chunks(n, 2, [&](float* const* buf, std::int64_t a, std::int64_t m) {
+        cpu::widen_bf16(buf[0], x + a, m, 1);
+        cpu::widen_bf16(buf[1], dy + a, m, 1);
+        gelu_backward_range(buf[1], buf[0], buf[1], 0, m);
+        cpu::narrow_bf16(dx + a, buf[1], m, 1);
+      });
     }
     dispatch("gelu_backward", dt, [&](auto tag) {
       using T = decltype(tag);
@@ -830,12 +847,7 @@ public:
   // order (the bits of bias_backward after gelu_backward).
   void gelu_backward_bias(DType dt, void* dinp, void* dbias, const void* inp, const void* dout,
                           std::int64_t N, std::int64_t C) override {
-    if (dt == DType::bf16) {
-      auto w = widened();
-      const float *x = w.in(inp, N * C), *dy = w.in(dout, N * C);
-      gelu_backward_bias(DType::f32, w.out(dinp, N * C), w.inout(dbias, C), x, dy, N, C);
-      return w.commit();
-    }
+    if (dt == DType::bf16) return gelu_backward_bias_bf16(dinp, dbias, inp, dout, N, C);
     dispatch("gelu_backward_bias", dt, [&](auto tag) {
       using T = decltype(tag);
       T* dx = static_cast<T*>(dinp);
@@ -857,6 +869,53 @@ public:
       return;
     }
     parallel_rows(n, body);
+  }
+
+  // bf16 GELU gradient and bias columns: each thread's columns row by row, widened into
+  // two rows of its own, so dx is rounded once and db sums the f32 gradient in row order.
+  void gelu_backward_bias_bf16(void* dinp, void* dbias, const void* inp, const void* dout, std::int64_t N,
+                               std::int64_t C) {
+    auto* dx = static_cast<bf16_t*>(dinp);
+    auto* db = static_cast<bf16_t*>(dbias);
+    const auto *x = static_cast<const bf16_t*>(inp), *dy = static_cast<const bf16_t*>(dout);
+    size_thread_buffers(2, C);
+    column_reduce<float>(N, C, [&](std::int64_t c0, std::int64_t c1) {
+      const std::int64_t w = c1 - c0;
+      float *xb = thread_buffer(2, 0), *gb = thread_buffer(2, 1);
+      std::vector<double> acc(static_cast<std::size_t>(w), 0.0);
+      for (std::int64_t r = 0; r < N; ++r) {
+        cpu::widen_bf16(xb, x + r * C + c0, w, 1);
+        cpu::widen_bf16(gb, dy + r * C + c0, w, 1);
+        gelu_backward_columns(gb, acc.data(), xb, gb, 1, w, 0, w);
+        cpu::narrow_bf16(dx + r * C + c0, gb, w, 1);
+      }
+      for (std::int64_t c = c0; c < c1; ++c)
+        db[c] = float_to_bf16(static_cast<float>(static_cast<double>(bf16_to_float(db[c])) + acc[static_cast<std::size_t>(c - c0)]));
+    });
+  }
+  // body(buf, a, m) over [0, n) in chunks of at most kChunk elements, buf the calling
+  // thread's k f32 buffers: a widened chunk stays in L1 instead of a whole f32 copy of the
+  // tensor going out to memory and back.
+  static constexpr std::int64_t kChunk = 4096;
+  template <class Body>
+  void bf16_chunks(std::int64_t n, int k, Body&& body) {
+    size_thread_buffers(k, kChunk);
+    elementwise(n, [&](std::int64_t lo, std::int64_t hi) {
+      float* buf[4] = {};
+      for (int j = 0; j < k; ++j) buf[j] = thread_buffer(k, j);
+      for (std::int64_t a = lo; a < hi; a += kChunk) body(buf, a, std::min(kChunk, hi - a));
+    });
+  }
+  // k buffers of n floats per thread (row_pool_), sized before a parallel region; inside
+  // it thread_buffer(k, j) is the calling thread's j-th.
+  void size_thread_buffers(int k, std::int64_t n) {
+    const auto slots = static_cast<std::size_t>(threads_ * k);
+    if (row_pool_.size() < slots) row_pool_.resize(slots);
+    for (std::size_t i = 0; i < slots; ++i)
+      if (row_pool_[i].size() < static_cast<std::size_t>(n)) row_pool_[i].resize(static_cast<std::size_t>(n));
+  }
+  float* thread_buffer(int k, int j) {
+    return row_pool_[static_cast<std::size_t>(omp_get_thread_num() * k + j)].data();
   }
 
   // --- attention ------------------------------------------------------------------------------
@@ -890,12 +949,9 @@ public:
 
   void attention_forward(DType dt, const AttentionShape& s, void* out, void* saved,
                          const void* qkv) override {
-    if (dt == DType::bf16) {  // saved holds f32 log-sum-exps (attention_saved_bytes)
-      auto w = widened();
-      const float* q = w.in(qkv, s.B * s.T * 3 * s.NH * s.HS);
-      attention_forward(DType::f32, s, w.out(out, s.B * s.T * s.NH * s.HS), saved, q);
-      return w.commit();
-    }
+    if (dt == DType::bf16)  // saved holds f32 log-sum-exps (attention_saved_bytes)
+      return attention_forward_bf16(s, static_cast<bf16_t*>(out), static_cast<float*>(saved),
+                                    static_cast<const bf16_t*>(qkv));
     dispatch("attention_forward", dt, [&](auto tag) {
       using T = decltype(tag);
       const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C;
@@ -938,13 +994,7 @@ public:
   // fixed order, so the result does not depend on the threads.
   void attention_backward(DType dt, const AttentionShape& s, void* dqkv, const void* dout,
                           const void* qkv, const void* out, const void* saved) override {
-    if (dt == DType::bf16) {
-      auto w = widened();
-      const std::int64_t n = s.B * s.T * s.NH * s.HS;
-      const float *dy = w.in(dout, n), *q = w.in(qkv, 3 * n), *o = w.in(out, n);
-      attention_backward(DType::f32, s, w.out(dqkv, 3 * n), dy, q, o, saved);
-      return w.commit();
-    }
+    if (dt == DType::bf16) return attention_backward_bf16(s, dqkv, dout, qkv, out, saved);
     dispatch("attention_backward", dt, [&](auto tag) {
       using T = decltype(tag);
       const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C, HS = s.HS;
@@ -1005,6 +1055,100 @@ public:
                         rowsum[i], static_cast<T>(scale));
       gemm_serial(dt, false, false, rows, HS, keys, 1.0, dP, keys, k, HS, 0.0, dq + q0 * C3, C3);
       gemm_serial(dt, true, false, keys, HS, rows, 1.0, dP, keys, q + q0 * HS, HS, acc, dk, C3);
+    }
+  }
+
+  // bf16 attention: the forward and backward passes above with their GEMMs on bf16
+  // operands (gemm_bf16: AMX tiles where the CPU has them), the row passes in f32. The
+  // probabilities and dS blocks are rounded to bf16 for the GEMMs that take them as an
+  // operand (as GPU flash attention does); dK and dV add up over the query blocks in f32
+  // and are rounded once at the end, so a long sequence does not round them per block.
+  void attention_forward_bf16(const AttentionShape& s, bf16_t* out, float* saved, const bf16_t* qkv) {
+    const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C, HS = s.HS;
+    const std::int64_t nq = (T_ + kQueryBlock - 1) / kQueryBlock;
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
+    const std::int64_t per_thread = kQueryBlock * T_ + (kQueryBlock * T_ + 1) / 2 + kQueryBlock * HS;
+    std::vector<float>& work = scratch<float>(static_cast<std::size_t>(threads_ * per_thread));
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
+    for (std::int64_t task = 0; task < s.B * s.NH * nq; ++task) {
+      const std::int64_t bh = task / nq, b = bh / s.NH, h = bh % s.NH;
+      const std::int64_t q0 = (task % nq) * kQueryBlock, rows = std::min(kQueryBlock, T_ - q0);
+      const std::int64_t keys = s.causal ? q0 + rows : T_;
+      float* S = work.data() + static_cast<std::int64_t>(omp_get_thread_num()) * per_thread;
+      auto* P = reinterpret_cast<bf16_t*>(S + kQueryBlock * T_);
+      float* O = S + kQueryBlock * T_ + (kQueryBlock * T_ + 1) / 2;
+      const bf16_t* q = qkv + b * T_ * C3 + h * HS;
+      float* lse = saved + bh * T_ + q0;
+      float inv_z[kQueryBlock];
+      gemm_bf16(false, true, rows, keys, HS, scale, q + q0 * C3, C3, q + C, C3, 0.0f, S, keys);
+      for (std::int64_t i = 0; i < rows; ++i)
+        inv_z[i] = attn_row_exp(S + i * keys, causal_width(s.causal, q0, i, keys), keys, &lse[i]);
+      cpu::narrow_bf16(P, S, rows * keys, 1);
+      gemm_bf16(false, false, rows, HS, keys, 1.0f, P, keys, q + 2 * C, C3, 0.0f, O, HS);
+      for (std::int64_t i = 0; i < rows; ++i) {
+        for (std::int64_t d = 0; d < HS; ++d) O[i * HS + d] *= inv_z[i];
+        cpu::narrow_bf16(out + (b * T_ + q0 + i) * C + h * HS, O + i * HS, HS, 1);
+      }
+    }
+  }
+  void attention_backward_bf16(const AttentionShape& s, void* dqkv, const void* dout, const void* qkv,
+                               const void* out, const void* saved) {
+    const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C, HS = s.HS;
+    // Two f32 blocks (P, dP), two bf16 blocks (P, dS), three bf16 panels, dK and dV in f32.
+    const std::int64_t per_thread = 3 * kQueryBlock * T_ + (3 * T_ * HS + 1) / 2 + 2 * T_ * HS;
+    std::vector<float>& work = scratch<float>(static_cast<std::size_t>(threads_ * per_thread));
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
+    for (std::int64_t bh = 0; bh < s.B * s.NH; ++bh) {
+      const std::int64_t b = bh / s.NH, h = bh % s.NH;
+      float* mine = work.data() + static_cast<std::int64_t>(omp_get_thread_num()) * per_thread;
+      const std::int64_t qo = b * T_ * C3 + h * HS, oo = b * T_ * C + h * HS;
+      attention_backward_head_bf16(s, mine, static_cast<const bf16_t*>(qkv) + qo, static_cast<bf16_t*>(dqkv) + qo,
+                                   static_cast<const bf16_t*>(dout) + oo, static_cast<const bf16_t*>(out) + oo,
+                                   static_cast<const float*>(saved) + bh * T_);
+    }
+  }
+  void attention_backward_head_bf16(const AttentionShape& s, float* work, const bf16_t* qkv, bf16_t* dq,
+                                    const bf16_t* dO, const bf16_t* O, const float* lse_all) {
+    const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C, HS = s.HS;
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
+    float* P = work;
+    float* dP = P + kQueryBlock * T_;
+    auto* Pb = reinterpret_cast<bf16_t*>(dP + kQueryBlock * T_);
+    bf16_t* dSb = Pb + kQueryBlock * T_;
+    bf16_t* q = dSb + kQueryBlock * T_;
+    bf16_t* k = q + T_ * HS;
+    bf16_t* v = k + T_ * HS;
+    float* dk = dP + 2 * kQueryBlock * T_ + (3 * T_ * HS + 1) / 2;
+    float* dv = dk + T_ * HS;
+    gather_head(q, qkv, T_, HS, C3);
+    gather_head(k, qkv + C, T_, HS, C3);
+    gather_head(v, qkv + 2 * C, T_, HS, C3);
+    const std::int64_t nq = (T_ + kQueryBlock - 1) / kQueryBlock;
+    for (std::int64_t qb = nq - 1; qb >= 0; --qb) {  // the last block sees every key: beta 0 there
+      const std::int64_t q0 = qb * kQueryBlock, rows = std::min(kQueryBlock, T_ - q0);
+      const std::int64_t keys = s.causal ? q0 + rows : T_;
+      const float acc = qb == nq - 1 ? 0.0f : 1.0f;
+      gemm_bf16(false, true, rows, keys, HS, scale, q + q0 * HS, HS, k, HS, 0.0f, P, keys);
+      for (std::int64_t i = 0; i < rows; ++i)
+        attn_row_prob(P + i * keys, causal_width(s.causal, q0, i, keys), keys, lse_all[q0 + i]);
+      cpu::narrow_bf16(Pb, P, rows * keys, 1);
+      gemm_bf16(true, false, keys, HS, rows, 1.0f, Pb, keys, dO + q0 * C, C, acc, dv, HS);
+      float rowsum[kQueryBlock];
+      for (std::int64_t i = 0; i < rows; ++i) {
+        float d = 0;
+        for (std::int64_t j = 0; j < HS; ++j) d += bf16_to_float(dO[(q0 + i) * C + j]) * bf16_to_float(O[(q0 + i) * C + j]);
+        rowsum[i] = d;
+      }
+      gemm_bf16(false, true, rows, keys, HS, 1.0f, dO + q0 * C, C, v, HS, 0.0f, dP, keys);
+      for (std::int64_t i = 0; i < rows; ++i)
+        attn_row_dscore(dP + i * keys, P + i * keys, causal_width(s.causal, q0, i, keys), keys, rowsum[i], scale);
+      cpu::narrow_bf16(dSb, dP, rows * keys, 1);
+      gemm_bf16(false, false, rows, HS, keys, 1.0f, dSb, keys, k, HS, 0.0f, dq + q0 * C3, C3);
+      gemm_bf16(true, false, keys, HS, rows, 1.0f, dSb, keys, q + q0 * HS, HS, acc, dk, HS);
+    }
+    for (std::int64_t t = 0; t < T_; ++t) {
+      cpu::narrow_bf16(dq + C + t * C3, dk + t * HS, HS, 1);
+      cpu::narrow_bf16(dq + 2 * C + t * C3, dv + t * HS, HS, 1);
     }
   }
 
@@ -1121,12 +1265,9 @@ public:
   // body(row, r) for each of N rows, with `row` a V-float buffer of the calling thread.
   template <class Body>
   void over_bf16_rows(std::int64_t N, std::int64_t V, Body&& body) {
-    if (widen_pool_.size() < static_cast<std::size_t>(threads_)) widen_pool_.resize(static_cast<std::size_t>(threads_));
-    for (int t = 0; t < threads_; ++t)
-      if (widen_pool_[static_cast<std::size_t>(t)].size() < static_cast<std::size_t>(V))
-        widen_pool_[static_cast<std::size_t>(t)].resize(static_cast<std::size_t>(V));
+    size_thread_buffers(1, V);
 #pragma omp parallel for num_threads(threads_) schedule(static) if (N * V > 16384)
-    for (std::int64_t r = 0; r < N; ++r) body(widen_pool_[static_cast<std::size_t>(omp_get_thread_num())].data(), r);
+    for (std::int64_t r = 0; r < N; ++r) body(thread_buffer(1, 0), r);
   }
   // The gradient rows: softmax(row) * grad_scale, written by exp_row(drow, row, r), less
   // grad_scale at the target; rows without a target are zero.
@@ -1205,6 +1346,7 @@ private:
   std::vector<float> scratch_f_;
   std::vector<double> scratch_d_;
   std::vector<std::vector<float>> widen_pool_;  // bf16 kernels' f32 views (widened.hpp)
+  std::vector<std::vector<float>> row_pool_;    // bf16 kernels' per-thread rows and chunks
 };
 
 }  // namespace
