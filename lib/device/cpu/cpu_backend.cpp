@@ -581,11 +581,19 @@ public:
   }
   void bias_backward(DType dt, void* dbias, const void* dout, std::int64_t N,
                      std::int64_t C) override {
-    if (dt == DType::bf16) {
-      auto w = widened();
-      const float* d = w.in(dout, N * C);
-      bias_backward(DType::f32, w.inout(dbias, C), d, N, C);
-      return w.commit();
+    if (dt == DType::bf16) {  // each thread's columns, a row segment at a time in cache
+      const auto* d = static_cast<const bf16_t*>(dout);
+      size_thread_buffers(1, C);
+      column_reduce<float>(N, C, [&](std::int64_t c0, std::int64_t c1) {
+        float* seg = thread_buffer(1, 0);
+        std::vector<double> acc(static_cast<std::size_t>(c1 - c0), 0.0);
+        for (std::int64_t r = 0; r < N; ++r) {
+          cpu::widen_bf16(seg, d + r * C + c0, c1 - c0, 1);
+          column_sums(acc.data(), seg, 1, c1 - c0, 0, c1 - c0);
+        }
+        add_rounded(static_cast<bf16_t*>(dbias), acc, c0, c1);
+      });
+      return;
     }
     dispatch("bias_backward", dt, [&](auto tag) {
       using T = decltype(tag);
@@ -771,13 +779,9 @@ public:
   void layernorm_backward(DType dt, void* dinp, void* dweight, void* dbias, const void* dout,
                           const void* inp, const void* weight, const void* mean,
                           const void* rstd, std::int64_t N, std::int64_t C) override {
-    if (dt == DType::bf16) {
-      auto w = widened();
-      const float *dy = w.in(dout, N * C), *x = w.in(inp, N * C), *g = w.in(weight, C);
-      layernorm_backward(DType::f32, w.inout(dinp, N * C), w.inout(dweight, C), w.inout(dbias, C), dy, x, g,
-                         mean, rstd, N, C);
-      return w.commit();
-    }
+    if (dt == DType::bf16)
+      return layernorm_backward_bf16(dinp, dweight, dbias, dout, inp, weight, static_cast<const float*>(mean),
+                                     static_cast<const float*>(rstd), N, C);
     dispatch("layernorm_backward", dt, [&](auto tag) {
       using T = decltype(tag);
       T* dx = static_cast<T*>(dinp);
@@ -889,8 +893,45 @@ public:
         gelu_backward_columns(gb, acc.data(), xb, gb, 1, w, 0, w);
         cpu::narrow_bf16(dx + r * C + c0, gb, w, 1);
       }
-      for (std::int64_t c = c0; c < c1; ++c)
-        db[c] = float_to_bf16(static_cast<float>(static_cast<double>(bf16_to_float(db[c])) + acc[static_cast<std::size_t>(c - c0)]));
+      add_rounded(db, acc, c0, c1);
+    });
+  }
+  // dst[c] += acc[c - c0] over [c0, c1), each rounded once into bf16.
+  static void add_rounded(bf16_t* dst, const std::vector<double>& acc, std::int64_t c0, std::int64_t c1) {
+    for (std::int64_t c = c0; c < c1; ++c)
+      dst[c] = float_to_bf16(
+          static_cast<float>(static_cast<double>(bf16_to_float(dst[c])) + acc[static_cast<std::size_t>(c - c0)]));
+  }
+  // bf16 LayerNorm backward: the rows' input gradients, then each thread's columns of the
+  // weight and bias gradients, every row widened (whole, or its column segment) into the
+  // thread's own f32 buffers; the sums run in the f32 kernel's order.
+  void layernorm_backward_bf16(void* dinp, void* dweight, void* dbias, const void* dout, const void* inp,
+                               const void* weight, const float* mu, const float* rs, std::int64_t N, std::int64_t C) {
+    auto w = widened();
+    const float* g = w.in(weight, C);
+    const auto *dy = static_cast<const bf16_t*>(dout), *x = static_cast<const bf16_t*>(inp);
+    auto* dx = static_cast<bf16_t*>(dinp);
+    size_thread_buffers(3, C);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (N * C > 16384)
+    for (std::int64_t r = 0; r < N; ++r) {
+      float *dyr = thread_buffer(3, 0), *xr = thread_buffer(3, 1), *dxr = thread_buffer(3, 2);
+      cpu::widen_bf16(dyr, dy + r * C, C, 1);
+      cpu::widen_bf16(xr, x + r * C, C, 1);
+      cpu::widen_bf16(dxr, dx + r * C, C, 1);
+      layernorm_backward_row(dxr, dyr, xr, g, mu[r], rs[r], C);
+      cpu::narrow_bf16(dx + r * C, dxr, C, 1);
+    }
+    column_reduce<float>(N, C, [&](std::int64_t c0, std::int64_t c1) {
+      const std::int64_t wd = c1 - c0;
+      float *dyb = thread_buffer(3, 0), *xb = thread_buffer(3, 1);
+      std::vector<double> aw(static_cast<std::size_t>(wd), 0.0), ab(static_cast<std::size_t>(wd), 0.0);
+      for (std::int64_t r = 0; r < N; ++r) {
+        cpu::widen_bf16(dyb, dy + r * C + c0, wd, 1);
+        cpu::widen_bf16(xb, x + r * C + c0, wd, 1);
+        layernorm_param_columns(aw.data(), ab.data(), dyb, xb, mu + r, rs + r, 1, wd, 0, wd);
+      }
+      add_rounded(static_cast<bf16_t*>(dweight), aw, c0, c1);
+      add_rounded(static_cast<bf16_t*>(dbias), ab, c0, c1);
     });
   }
   // body(buf, a, m) over [0, n) in chunks of at most kChunk elements, buf the calling
