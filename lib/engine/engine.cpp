@@ -106,6 +106,7 @@ struct Engine::Impl {
     int bucket = -1;
     double weight = 0;
     bool last = false;      // of the step's last micro-step: the accumulator is then final
+    bool alone = false;     // no reduce ran (see start_reduce): accumulate from grads
     comm::Request reduce;
   };
 
@@ -239,6 +240,17 @@ struct Engine::Impl {
     s.weight = weight;
     s.last = sync_early;
     const int b = s.bucket;
+    // A partition group of one rank reduces nothing: its "reduce-scatter" is a copy, and
+    // the cast into the reduce type is exact when that type is the compute type or wider
+    // (bf16 -> f32), so the accumulator takes the gradient straight from the slot, the same
+    // bits without two passes over the bucket. Not when each micro-step's reduced chunk
+    // must also cross the replicas (every-micro-step sync), which needs recv.
+    s.alone = p == 1 && (rdt == dt || device::dtype_size(dt) < device::dtype_size(rdt)) &&
+              !(cfg.grad_sync == GradSync::every_micro_step && groups.replication().size() > 1);
+    if (s.alone) {
+      reducing.push_back(&s);
+      return;
+    }
     const void* send = s.grads.get();
     if (rdt != dt) {
       be.cast(rdt, s.send.get(), dt, s.grads.get(), static_cast<std::int64_t>(padded(b)));
@@ -261,8 +273,8 @@ struct Engine::Impl {
       coll.all_reduce(s.recv.get(), chunk(b), rdt, groups.replication()).wait();
       exposed.sync += seconds_since(t1);
     }
-    be.accumulate(mdt, grad_acc[static_cast<std::size_t>(b)].get(), rdt, s.recv.get(), n,
-                  s.weight);
+    be.accumulate(mdt, grad_acc[static_cast<std::size_t>(b)].get(), s.alone ? dt : rdt,
+                  s.alone ? s.grads.get() : s.recv.get(), n, s.weight);
     s.bucket = -1;
     // The accumulator of b is final: its all-reduce can cross the replicas while the rest
     // of backward runs. Reduces are finished at the same program points on every rank
