@@ -28,7 +28,7 @@ namespace {
 
 [[noreturn]] void unsupported(const char* what, DType dt) {
   throw Error(std::string("cpu backend: ") + what + " does not support dtype " +
-              dtype_name(dt) + " (the CPU computes in f32 or f64)");
+              dtype_name(dt) + " (this kernel computes in f32 or f64)");
 }
 
 // Calls f with a value of the C++ type matching dt (f32 -> float, f64 -> double).
@@ -464,21 +464,9 @@ public:
   void gemm(DType dt, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K,
             double alpha, const void* A, std::int64_t lda, const void* B, std::int64_t ldb,
             double beta, void* C, std::int64_t ldc) override {
-    split_gemm(dt, dt, ta, tb, M, N, K, A, lda, B, ldb, C, ldc,
-               [&](std::int64_t m, std::int64_t n, const void* a, const void* b, void* c) {
-                 gemm_serial(dt, ta, tb, m, n, K, alpha, a, lda, b, ldb, beta, c, ldc);
-               });
-  }
-  // Runs block(m, n, a, b, c) over row blocks of C (or column blocks when N is the larger
-  // side), one per thread, or once for the whole C when the GEMM is small. A and B are of
-  // type dt, C of type c_dt (a bf16 GEMM may write f32).
-  template <class Block>
-  void split_gemm(DType dt, DType c_dt, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K,
-                  const void* A, std::int64_t lda, const void* B, std::int64_t ldb, void* C,
-                  std::int64_t ldc, Block&& block) {
     const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
     if (threads_ == 1 || omp_in_parallel() || flops < 4e6) {
-      block(M, N, A, B, C);
+      gemm_serial(dt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       return;
     }
     const bool split_rows = M >= N;
@@ -489,10 +477,17 @@ public:
     for (std::int64_t q = 0; q < parts; ++q) {
       const std::int64_t lo = q * step, hi = std::min(extent, lo + step);
       if (lo >= hi) continue;
-      if (split_rows)  // rows lo..hi of op(A): row offset when A is [M,K], column offset when [K,M]
-        block(hi - lo, N, offset(A, dt, ta ? lo : lo * lda), B, offset(C, c_dt, lo * ldc));
-      else  // columns lo..hi of op(B): column offset when B is [K,N], row offset when [N,K]
-        block(M, hi - lo, A, offset(B, dt, tb ? lo * ldb : lo), offset(C, c_dt, lo));
+      if (split_rows) {
+        // Rows lo..hi of op(A): row offset when A is [M,K], column offset when [K,M].
+        const void* a = offset(A, dt, ta ? lo : lo * lda);
+        gemm_serial(dt, ta, tb, hi - lo, N, K, alpha, a, lda, B, ldb, beta,
+                    offset(C, dt, lo * ldc), ldc);
+      } else {
+        // Columns lo..hi of op(B): column offset when B is [K,N], row offset when [N,K].
+        const void* b = offset(B, dt, tb ? lo * ldb : lo);
+        gemm_serial(dt, ta, tb, M, hi - lo, K, alpha, A, lda, b, ldb, beta,
+                    offset(C, dt, lo), ldc);
+      }
     }
   }
   void gemm_serial(DType dt, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K,
@@ -688,8 +683,8 @@ public:
                          const void* wpe, std::int64_t B, std::int64_t T,
                          std::int64_t C) override {
     if (dt == DType::bf16) {
-      // wte is [V, C] with V unknown here: the rows the batch uses are widened one by one
-      // inside the f32 body's loop instead, so this kernel reads bf16 directly.
+      // Read in bf16 and summed in f32: wte's [V, C] has no V here to widen it whole, and
+      // only the batch's rows are touched anyway.
       const auto* te = static_cast<const bf16_t*>(wte);
       const auto* pe = static_cast<const bf16_t*>(wpe);
       auto* o = static_cast<bf16_t*>(out);
