@@ -10,7 +10,7 @@
 //   where a comment says "host". On the CPU backend device memory is host memory.
 // - `dt` is the compute type of the floating-point tensors of the call. A backend that
 //   does not support `dt` for a call throws mics::Error (see Backend::supports).
-//   CPU: f32 and f64. CUDA: f32 and bf16 (f64 optional).
+//   CPU: f32, f64 and bf16 (docs/DESIGN.md section 11). CUDA: f32 and bf16 (f64 optional).
 // - "Stat" tensors (LayerNorm mean/rstd, per-row losses) are in accum_dtype(dt).
 // - All tensors are dense row-major; shapes are given in comments as [rows, cols] or
 //   [B, T, C] with the last index fastest. Sizes are element counts (int64).
@@ -238,8 +238,8 @@ public:
   // Scaled dot-product attention per (batch, head): softmax(q k^T / sqrt(HS) [+ causal
   // mask]) v. qkv [B,T,3C] (see AttentionShape), out [B,T,C] writes.
   // `saved` is a buffer of attention_saved_bytes(dt, shape) bytes the caller keeps from
-  // forward to backward (the CPU backend stores the probabilities [B,NH,T,T]; a CUDA
-  // backend may store only the row log-sum-exp). Any temporary workspace is the
+  // forward to backward (the CPU backend stores each row's log-sum-exp, in f32 for bf16;
+  // a CUDA backend may do the same). Any temporary workspace is the
   // backend's own business (allocated once and cached, never per call in steady state).
   virtual std::size_t attention_saved_bytes(DType dt, const AttentionShape& s) const = 0;
   virtual void attention_forward(DType dt, const AttentionShape& s, void* out, void* saved,

@@ -1,6 +1,6 @@
 #pragma once
 // Element types the device backends compute in. The model picks its compute type at run
-// time (f64 for the gradient check, f32 on CPU, bf16 on GPUs), so every kernel call
+// time (f64 for the gradient check, f32 or bf16 on CPU, bf16 on GPUs), so every kernel call
 // carries a DType instead of being a template: one Backend object serves all of them.
 #include <cstddef>
 #include <cstdint>
@@ -13,7 +13,7 @@ namespace mics::device {
 enum class DType : std::uint8_t {
   f32 = 0,   // IEEE binary32
   f64 = 1,   // IEEE binary64 (CPU only; used by the reference tests and gradient check)
-  bf16 = 2,  // bfloat16, stored as the upper 16 bits of a binary32 (CUDA only for now)
+  bf16 = 2,  // bfloat16, stored as the upper 16 bits of a binary32
 };
 
 inline std::size_t dtype_size(DType t) {
