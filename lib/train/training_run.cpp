@@ -3,6 +3,7 @@
 #include "mics/train/training_run.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "mics/comm/mpi_collectives.hpp"
@@ -33,6 +34,20 @@ std::string hop2_note(const Job& job) {
   return out;
 }
 
+// What bf16 compute on the CPU multiplies with here, and a note where f32 is faster.
+std::string bf16_gemm_note() {
+  const std::string path = device::cpu_bf16_gemm_path();
+  const std::string rest = " (f32 sums); other kernels in f32, outputs rounded to bf16";
+  if (path == "amx") return "mics-train: bf16 GEMMs on AMX tiles" + rest;
+  if (path == "avx512-bf16") return "mics-train: bf16 GEMMs on AVX-512 BF16 dot products" + rest;
+  const char* cap = std::getenv("MICS_BF16_GEMM");
+  const std::string why = cap != nullptr && *cap != '\0'
+                              ? std::string("MICS_BF16_GEMM=") + cap + " asks for it"
+                              : "this CPU has neither AMX nor AVX-512 BF16 usable";
+  return "mics-train: note: bf16 GEMMs run through portable loops (" + why +
+         "), several times slower than f32 ones: --compute-dtype f32 trains faster here";
+}
+
 void print_banner(const Job& job) {
   const RunOptions& opt = job.opt;
   const engine::TrainConfig& tc = opt.train;
@@ -51,11 +66,7 @@ void print_banner(const Job& job) {
      << device::dtype_name(opt.compute) << ", comm " << job.collectives->backend()
      << ", replication all-reduce " << hop2_note(job);
   job.say(os.str());
-  if (opt.backend == "cpu" && opt.compute == device::DType::bf16)
-    job.say(device::cpu_bf16_gemm_on_amx()
-                ? "mics-train: bf16 GEMMs on AMX tiles (f32 sums); other kernels in f32, outputs rounded to bf16"
-                : "mics-train: note: no usable AMX on this CPU, so bf16 GEMMs run through portable loops, "
-                  "several times slower than f32 ones: --compute-dtype f32 trains faster here");
+  if (opt.backend == "cpu" && opt.compute == device::DType::bf16) job.say(bf16_gemm_note());
   if (l.partition_auto()) job.say("mics-train: layout " + l.describe());
   std::ostringstream b;
   b << "mics-train: global batch " << tc.global_batch << " = " << job.world << " ranks x " << tc.micro_batch

@@ -1,5 +1,5 @@
-// bench_bf16_gemm [repeats]: single-thread GF/s of OpenBLAS sgemm (f32 operands), of
-// gemm_bf16 (AMX where usable) and of its fallback, for the GEMM shapes of a GPT-2 small
+// bench_bf16_gemm [repeats]: single-thread GF/s of OpenBLAS sgemm (f32 operands) and of
+// gemm_bf16 on every path this CPU runs (amx, avx512-bf16, portable), for the GEMM shapes of a GPT-2 small
 // step with 1024 tokens as one of two threads sees them (half of M or N). Not a test: run
 // it by hand on a quiet machine; it prints the load average before and after.
 #include <cblas.h>
@@ -41,6 +41,16 @@ const Shape kShapes[] = {
     {"attn O=PV", false, false, 64, 64, 1024},
     {"attn dV=P^T dO", true, false, 1024, 64, 64},
 };
+
+using mics::device::Bf16GemmPath;
+
+// The fastest first, as the table's columns.
+std::vector<Bf16GemmPath> usable_paths() {
+  std::vector<Bf16GemmPath> out;
+  for (Bf16GemmPath p : {Bf16GemmPath::amx, Bf16GemmPath::avx512_bf16, Bf16GemmPath::portable})
+    if (mics::device::bf16_gemm_path_usable(p)) out.push_back(p);
+  return out;
+}
 
 void show_load(const char* when) {
   std::printf("# uptime %s: ", when);
@@ -89,18 +99,19 @@ void bench(const Shape& s, int repeats) {
                 af.data(), static_cast<int>(lda), bf.data(), static_cast<int>(ldb), 0.0f, c.data(),
                 static_cast<int>(s.N));
   });
-  const auto fast = time_runs(repeats, [&] {
-    mics::device::gemm_bf16(s.ta, s.tb, s.M, s.N, s.K, 1.0f, ab.data(), lda, bb.data(), ldb, 0.0f,
-                            c.data(), s.N);
-  });
-  const auto fallback = time_runs(std::min(repeats, 3), [&] {
-    mics::device::gemm_bf16_fallback(s.ta, s.tb, s.M, s.N, s.K, 1.0f, ab.data(), lda, bb.data(),
-                                     ldb, 0.0f, c.data(), s.N);
-  });
-  std::printf("%-17s %s%s %6lld %6lld %6lld | %s | %s | %s\n", s.what, s.ta ? "T" : "N",
-              s.tb ? "T" : "N", static_cast<long long>(s.M), static_cast<long long>(s.N),
-              static_cast<long long>(s.K), gflops(s, sgemm).c_str(), gflops(s, fast).c_str(),
-              gflops(s, fallback).c_str());
+  std::printf("%-17s %s%s %6lld %6lld %6lld | %s", s.what, s.ta ? "T" : "N", s.tb ? "T" : "N",
+              static_cast<long long>(s.M), static_cast<long long>(s.N),
+              static_cast<long long>(s.K), gflops(s, sgemm).c_str());
+  for (Bf16GemmPath path : usable_paths()) {
+    // The portable path is several times slower: fewer repeats keep the run short.
+    const int n = path == Bf16GemmPath::portable ? std::min(repeats, 3) : repeats;
+    const auto t = time_runs(n, [&] {
+      mics::device::gemm_bf16_on(path, s.ta, s.tb, s.M, s.N, s.K, 1.0f, ab.data(), lda,
+                                 bb.data(), ldb, 0.0f, c.data(), s.N);
+    });
+    std::printf(" | %s", gflops(s, t).c_str());
+  }
+  std::printf("\n");
   std::fflush(stdout);
 }
 
@@ -111,12 +122,15 @@ int main(int argc, char** argv) {
   openblas_set_num_threads(1);
   std::printf("# one thread; %d timed runs after a warm-up (fallback: at most 3), C f32, beta 0\n",
               repeats);
-  std::printf("# AMX bf16 usable: %s\n", mics::device::amx_bf16_usable() ? "yes" : "no");
+  std::printf("# gemm_bf16 takes the %s path\n",
+              mics::device::bf16_gemm_path_name(mics::device::bf16_gemm_path()));
   show_load("before");
-  std::printf("%-17s op %6s %6s %6s | %-21s | %-21s | %-21s\n", "shape", "M", "N", "K",
-              "sgemm f32 GF/s", "gemm_bf16 GF/s", "fallback GF/s");
-  std::printf("%-17s    %6s %6s %6s | %-21s | %-21s | %-21s\n", "", "", "", "", "median [min-max]",
-              "median [min-max]", "median [min-max]");
+  std::printf("%-17s op %6s %6s %6s | %-21s", "shape", "M", "N", "K", "sgemm f32 GF/s");
+  for (Bf16GemmPath path : usable_paths())
+    std::printf(" | %-21s", (std::string(mics::device::bf16_gemm_path_name(path)) + " GF/s").c_str());
+  std::printf("\n%-17s    %6s %6s %6s | %-21s", "", "", "", "", "median [min-max]");
+  for (std::size_t i = 0; i < usable_paths().size(); ++i) std::printf(" | %-21s", "median [min-max]");
+  std::printf("\n");
   for (const Shape& s : kShapes) bench(s, repeats);
   show_load("after");
   return 0;

@@ -359,9 +359,10 @@ std::unique_ptr<Backend> make_backend(const std::string& name, int threads = 0,
                                       int device = 0);
 
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
-// How the CPU backend multiplies bf16 matrices in this process: true on AMX tiles, false
-// through portable f32 loops (several times slower than its f32 GEMM).
-bool cpu_bf16_gemm_on_amx();
+// How the CPU backend multiplies bf16 matrices in this process: "amx" (Intel AMX tiles),
+// "avx512-bf16" (AVX-512 BF16 dot products) or "portable" (f32 loops, several times
+// slower than its f32 GEMM). MICS_BF16_GEMM caps the choice (lib/device/cpu/bf16_gemm.hpp).
+std::string cpu_bf16_gemm_path();
 
 // The compute model (lib/device/emulated): host memory and real copies, but every kernel
 // only waits (sleeping) max(FLOPs / (tflops x 1e12), bytes / (mem_gbps x 1e9)) seconds;

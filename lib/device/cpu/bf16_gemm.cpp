@@ -1,9 +1,10 @@
-// bf16 GEMM: an AMX tile path and a portable fallback (see bf16_gemm.hpp).
+// bf16 GEMM: an AMX tile path, an AVX-512 BF16 path and a portable one (bf16_gemm.hpp).
 //
-// Only the functions marked MICS_AMX_TARGET are compiled for AMX and AVX-512, through a
-// target attribute rather than file-wide flags: the rest of this file (the fallback, the
-// dispatch, the cpuid query) must run on CPUs without them, and file-wide -mavx512f would
-// let GCC use AVX-512 anywhere in it. The AMX functions run only after amx_bf16_usable().
+// Only the functions marked with a MICS_*_TARGET are compiled for AVX-512, AMX or
+// AVX-512 BF16, through target attributes rather than file-wide flags: the rest of this
+// file (the portable path, the dispatch, the cpuid query) must run on CPUs without them,
+// and file-wide -mavx512f would let GCC use AVX-512 anywhere in it. Each runs only after
+// bf16_gemm_path_usable() said yes for its path.
 #include "bf16_gemm.hpp"
 
 #include <algorithm>
@@ -12,6 +13,10 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <stdexcept>
+#include <string>
+
+#include "mics/core/error.hpp"
 
 #include "vector_clones.hpp"
 
@@ -21,8 +26,11 @@
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#define MICS_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 #define MICS_AMX_TARGET \
   __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq")))
+#define MICS_DPBF16_TARGET \
+  __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl,avx512dq")))
 #else
 #define MICS_HAVE_AMX_CODE 0
 #endif
@@ -154,18 +162,10 @@ void fallback_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Operand b, float
   }
 }
 
-template <class CT>
-void fallback_entry(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const bf16_t* A, i64 lda,
-                    const bf16_t* B, i64 ldb, float beta, CT* C, i64 ldc) {
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0) return store_empty_sums(M, N, alpha, beta, C, ldc);
-  fallback_gemm(M, N, K, alpha, Operand{bits_of(A), lda, ta}, Operand{bits_of(B), ldb, tb}, beta, C,
-                ldc);
-}
-
 #if MICS_HAVE_AMX_CODE
 // ---------------------------------------------------------------------------------------
-// AMX path. Tiles are 16 rows of 64 bytes. op(A) is packed into 16 x 32 bf16 tiles, op(B)
+// Packed paths: AMX and AVX-512 BF16 share packing and blocking; only the inner product of
+// one K block differs. Tiles are 16 rows of 64 bytes. op(A) is packed into 16 x 32 bf16 tiles, op(B)
 // into tiles of 16 K-pairs x 16 columns (the pair of rows 2p, 2p+1 of a 32-deep slice
 // interleaved, as tdpbf16ps reads it), M, N and K padded with zeros. A block of packed A
 // is [row tile][k tile][16][32]; a panel of packed B is [column tile][k tile][16][16][2].
@@ -186,21 +186,32 @@ constexpr i64 kMaxChunkTiles = 128;     // K up to 4096 in one chunk
 constexpr i64 kLongChunkTiles = 64;     // else chunks of at most 2048
 constexpr i64 kStreamBytes = 32 << 20;  // C written with non-temporal stores from this size
 
-bool query_amx() {
-  if (const char* env = std::getenv("MICS_BF16_AMX"); env != nullptr && std::strcmp(env, "0") == 0)
-    return false;
+// AVX-512 F, DQ, BW, VL (the packing code uses them) and the OS saving their state.
+bool query_avx512() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (__get_cpuid(1, &a, &b, &c, &d) == 0 || (c & (1u << 27)) == 0) return false;  // OSXSAVE
   if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
-  const bool amx = (d & (1u << 24)) != 0 && (d & (1u << 22)) != 0;  // amx-tile, amx-bf16
   const bool avx512 = (b & (1u << 16)) != 0 && (b & (1u << 17)) != 0 && (b & (1u << 30)) != 0 &&
-                      (b & (1u << 31)) != 0;  // f, dq, bw, vl: the packing code may use them
-  if (!amx || !avx512) return false;
+                      (b & (1u << 31)) != 0;
+  if (!avx512) return false;
   unsigned lo = 0, hi = 0;
   __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  const unsigned long long xcr0 = (static_cast<unsigned long long>(hi) << 32) | lo;
-  const unsigned long long need = 0x6ull | 0xe0ull | (3ull << 17);  // SSE/AVX, AVX-512, tiles
-  if ((xcr0 & need) != need) return false;
+  return (lo & 0xe6u) == 0xe6u;  // SSE, AVX and the three AVX-512 state components
+}
+
+bool query_dpbf16() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!query_avx512() || __get_cpuid_count(7, 1, &a, &b, &c, &d) == 0) return false;
+  return (a & (1u << 5)) != 0;  // AVX512_BF16
+}
+
+bool query_amx() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!query_avx512() || __get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
+  if ((d & (1u << 24)) == 0 || (d & (1u << 22)) == 0) return false;  // amx-tile, amx-bf16
+  unsigned lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & (3u << 17)) != (3u << 17)) return false;  // TILECFG and TILEDATA state
   constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
   return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
 }
@@ -222,7 +233,7 @@ MICS_AMX_TARGET void load_tile_config() {
 // Transposes a 16 x 16 matrix of 32-bit elements held one row per register: unpack
 // pairs of rows, then pairs of pairs, then exchange 128-bit lanes. (The zero-masked forms
 // of the unpacks: GCC 12's unmasked ones warn of an uninitialised variable in its header.)
-MICS_AMX_TARGET void transpose16(__m512i r[16]) {
+MICS_AVX512_TARGET void transpose16(__m512i r[16]) {
   const __mmask16 kAll16 = 0xffff;
   const __mmask8 kAll8 = 0xff;
   __m512i t[16];
@@ -250,7 +261,7 @@ MICS_AMX_TARGET void transpose16(__m512i r[16]) {
 }
 
 // 16 32-bit pairs (r0[n], r1[n]) from two rows of 16 bf16.
-MICS_AMX_TARGET __m512i interleave16(const std::uint16_t* r0, const std::uint16_t* r1) {
+MICS_AVX512_TARGET __m512i interleave16(const std::uint16_t* r0, const std::uint16_t* r1) {
   const __m512i idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
   const __m512i a =
@@ -260,12 +271,12 @@ MICS_AMX_TARGET __m512i interleave16(const std::uint16_t* r0, const std::uint16_
   return _mm512_permutex2var_epi16(a, idx, b);
 }
 
-MICS_AMX_TARGET void store_tile(std::uint16_t* tile, const __m512i r[16]) {
+MICS_AVX512_TARGET void store_tile(std::uint16_t* tile, const __m512i r[16]) {
   for (int i = 0; i < 16; ++i) _mm512_storeu_si512(tile + 32 * i, r[i]);
 }
 
 // One 16 x 32 tile of op(A) at rows ib, k kb, all inside the matrix.
-MICS_AMX_TARGET void pack_a_tile(const Operand& a, i64 ib, i64 kb, std::uint16_t* tile) {
+MICS_AVX512_TARGET void pack_a_tile(const Operand& a, i64 ib, i64 kb, std::uint16_t* tile) {
   if (!a.trans) {
     for (i64 r = 0; r < 16; ++r) std::memcpy(tile + r * 32, a.p + (ib + r) * a.ld + kb, 64);
     return;
@@ -282,7 +293,7 @@ MICS_AMX_TARGET void pack_a_tile(const Operand& a, i64 ib, i64 kb, std::uint16_t
 }
 
 // One VNNI tile of op(B) at k kb, columns jb, all inside the matrix.
-MICS_AMX_TARGET void pack_b_tile(const Operand& b, i64 jb, i64 kb, std::uint16_t* tile) {
+MICS_AVX512_TARGET void pack_b_tile(const Operand& b, i64 jb, i64 kb, std::uint16_t* tile) {
   __m512i r[16];
   if (!b.trans) {
     for (i64 p = 0; p < 16; ++p) {
@@ -299,7 +310,7 @@ MICS_AMX_TARGET void pack_b_tile(const Operand& b, i64 jb, i64 kb, std::uint16_t
 
 // Packs rows [i0, i0 + rows) and k tiles [kt0, kt0 + kts) of op(A) into row tiles of 16,
 // zero past the matrix: dst[row tile][k tile][16][32].
-MICS_AMX_TARGET void pack_a(const Operand& a, i64 M, i64 K, i64 i0, i64 rows, i64 kt0, i64 kts,
+MICS_AVX512_TARGET void pack_a(const Operand& a, i64 M, i64 K, i64 i0, i64 rows, i64 kt0, i64 kts,
                             std::uint16_t* dst) {
   const i64 mt = (rows + 15) / 16, row_end = std::min(M, i0 + rows);
   for (i64 x = 0; x < mt * kts; ++x) {
@@ -319,7 +330,7 @@ MICS_AMX_TARGET void pack_a(const Operand& a, i64 M, i64 K, i64 i0, i64 rows, i6
 
 // Packs columns [j0, j0 + cols) and k tiles [kt0, kt0 + kts) of op(B) into VNNI tiles of
 // 16 columns, zero past the matrix: dst[column tile][k tile][16 pairs][16][2].
-MICS_AMX_TARGET void pack_b(const Operand& b, i64 N, i64 K, i64 j0, i64 cols, i64 kt0, i64 kts,
+MICS_AVX512_TARGET void pack_b(const Operand& b, i64 N, i64 K, i64 j0, i64 cols, i64 kt0, i64 kts,
                             std::uint16_t* dst) {
   const i64 nt = (cols + 15) / 16, col_end = std::min(N, j0 + cols);
   for (i64 x = 0; x < nt * kts; ++x) {
@@ -402,6 +413,69 @@ MICS_AMX_TARGET void amx_k_block(const std::uint16_t* ap, const std::uint16_t* b
   }
 }
 
+// 32 bf16 in the type vdpbf16ps takes (a vector cast: the bits stay).
+MICS_DPBF16_TARGET inline __m512bh as_bh(__m512i v) { return reinterpret_cast<__m512bh>(v); }
+
+// The AVX-512 BF16 path's inner block: 8 rows (half of a packed A row tile, a) by C
+// column tiles of a packed B panel (b0, then b1), summed over `kts` k tiles into the f32
+// block at w (row stride ldw), starting from w's values or from zero. Each k pair is one
+// vdpbf16ps per accumulator, over k tiles 0, 1, ... and pairs 0..15 in order, so the sum
+// of an element does not depend on the blocking. The B slices stay in registers across
+// the 8 rows; A's pair reaches every lane by a broadcast.
+template <int C>
+MICS_DPBF16_TARGET void dot_block(const std::uint16_t* a, const std::uint16_t* b0,
+                                  const std::uint16_t* b1, i64 kts, float* w, i64 ldw,
+                                  bool from_w) {
+  __m512 acc[8][C];
+#pragma GCC unroll 8
+  for (int r = 0; r < 8; ++r)
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c)
+      acc[r][c] = from_w ? _mm512_loadu_ps(w + r * ldw + 16 * c) : _mm512_setzero_ps();
+  for (i64 kt = 0; kt < kts; ++kt) {
+    const std::uint16_t* at = a + kt * kTileElems;
+    const std::uint16_t* bt0 = b0 + kt * kTileElems;
+    const std::uint16_t* bt1 = C == 2 ? b1 + kt * kTileElems : bt0;
+    for (int q = 0; q < 16; ++q) {
+      __m512bh bv[C];
+      bv[0] = as_bh(_mm512_loadu_si512(bt0 + 32 * q));
+      if constexpr (C == 2) bv[1] = as_bh(_mm512_loadu_si512(bt1 + 32 * q));
+#pragma GCC unroll 8
+      for (int r = 0; r < 8; ++r) {
+        std::int32_t pair;
+        std::memcpy(&pair, at + r * 32 + 2 * q, sizeof pair);
+        const __m512bh av = as_bh(_mm512_set1_epi32(pair));
+#pragma GCC unroll 2
+        for (int c = 0; c < C; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], av, bv[c]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < 8; ++r)
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) _mm512_storeu_ps(w + r * ldw + 16 * c, acc[r][c]);
+}
+
+// amx_k_block's contract on AVX-512 BF16: pairs of column tiles outside, so that their B
+// slices stay in L1, and each row tile's two halves inside.
+MICS_DPBF16_TARGET void dpbf16_k_block(const std::uint16_t* ap, const std::uint16_t* bp, i64 mt,
+                                       i64 nt, i64 stride, i64 k0, i64 kts, float* w, i64 ldw,
+                                       bool from_w) {
+  for (i64 jt = 0; jt < nt; jt += 2) {
+    const std::uint16_t* b0 = bp + (jt * stride + k0) * kTileElems;
+    const std::uint16_t* b1 = b0 + stride * kTileElems;
+    for (i64 it = 0; it < mt; ++it)
+      for (i64 half = 0; half < 2; ++half) {
+        const std::uint16_t* a = ap + (it * stride + k0) * kTileElems + half * 8 * 32;
+        float* wb = w + (it * 16 + half * 8) * ldw + jt * 16;
+        if (jt + 1 < nt)
+          dot_block<2>(a, b0, b1, kts, wb, ldw, from_w);
+        else
+          dot_block<1>(a, b0, b1, kts, wb, ldw, from_w);
+      }
+  }
+}
+
 i64 round_down32(i64 x) { return x / 32 * 32; }
 i64 round_up16(i64 x) { return (x + 15) / 16 * 16; }
 
@@ -439,7 +513,7 @@ void store_rows(CT* C, i64 ldc, const float* w, i64 ldw, i64 rows, i64 cols, flo
 }
 
 // Copies n bytes with non-temporal stores where 64-byte aligned.
-MICS_AMX_TARGET void stream_copy(void* dst, const void* src, i64 n) {
+MICS_AVX512_TARGET void stream_copy(void* dst, const void* src, i64 n) {
   auto* d = static_cast<char*>(dst);
   const auto* s = static_cast<const char*>(src);
   const i64 head =
@@ -454,7 +528,7 @@ MICS_AMX_TARGET void stream_copy(void* dst, const void* src, i64 n) {
 // store_rows for a C too large to stay in cache, with beta == 0: each row is formed in L1
 // by the same store_row, then streamed out, so that writing C does not read it first.
 template <class CT>
-MICS_AMX_TARGET void stream_rows(CT* C, i64 ldc, const float* w, i64 ldw, i64 rows, i64 cols,
+MICS_AVX512_TARGET void stream_rows(CT* C, i64 ldc, const float* w, i64 ldw, i64 rows, i64 cols,
                                  float alpha) {
   thread_local Scratch<CT> row_buf;
   CT* row = row_buf.get(static_cast<std::size_t>(cols));
@@ -465,9 +539,11 @@ MICS_AMX_TARGET void stream_rows(CT* C, i64 ldc, const float* w, i64 ldw, i64 ro
   }
 }
 
-template <class CT>
-MICS_AMX_TARGET void amx_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Operand b, float beta,
-                              CT* C, i64 ldc) {
+// The blocking both packed paths share; P names the inner K block (amx_k_block or
+// dpbf16_k_block), which is called, not inlined, since it has its own target.
+template <Bf16GemmPath P, class CT>
+MICS_AVX512_TARGET void packed_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Operand b,
+                                    float beta, CT* C, i64 ldc) {
   const AmxPlan p = amx_plan(M, N, K);
   thread_local Scratch<std::uint16_t> a_buf, b_buf;
   thread_local Scratch<float> w_buf;
@@ -475,7 +551,7 @@ MICS_AMX_TARGET void amx_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Opera
   std::uint16_t* bp = b_buf.get(static_cast<std::size_t>(p.nc * p.chunk_kt * 32));
   float* w = w_buf.get(static_cast<std::size_t>(p.mc * p.ldw));
   const bool stream = beta == 0.0f && M * N * static_cast<i64>(sizeof(CT)) >= kStreamBytes;
-  load_tile_config();
+  if constexpr (P == Bf16GemmPath::amx) load_tile_config();
   for (i64 i0 = 0; i0 < M; i0 += p.mc) {
     const i64 rows = std::min(p.mc, M - i0), mt = (rows + 15) / 16;
     for (i64 kt0 = 0; kt0 < p.kt_count; kt0 += p.chunk_kt) {
@@ -485,9 +561,13 @@ MICS_AMX_TARGET void amx_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Opera
         const i64 cols = std::min(p.nc, N - j0), nt = (cols + 15) / 16;
         pack_b(b, N, K, j0, cols, kt0, kts, bp);
         float* wj = p.chunked ? w + j0 : w;
-        for (i64 k0 = 0; k0 < kts; k0 += kKcTiles)
-          amx_k_block(ap, bp, mt, nt, kts, k0, std::min(kKcTiles, kts - k0), wj, p.ldw,
-                      kt0 + k0 > 0);
+        for (i64 k0 = 0; k0 < kts; k0 += kKcTiles) {
+          const i64 n = std::min(kKcTiles, kts - k0);
+          if constexpr (P == Bf16GemmPath::amx)
+            amx_k_block(ap, bp, mt, nt, kts, k0, n, wj, p.ldw, kt0 + k0 > 0);
+          else
+            dpbf16_k_block(ap, bp, mt, nt, kts, k0, n, wj, p.ldw, kt0 + k0 > 0);
+        }
         if (p.chunked) continue;
         if (stream)
           stream_rows(C + i0 * ldc + j0, ldc, w, p.ldw, rows, cols, alpha);
@@ -502,47 +582,102 @@ MICS_AMX_TARGET void amx_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Opera
 #endif  // MICS_HAVE_AMX_CODE
 
 template <class CT>
-void gemm_entry(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const bf16_t* A, i64 lda,
-                const bf16_t* B, i64 ldb, float beta, CT* C, i64 ldc) {
+void run_path(Bf16GemmPath path, bool ta, bool tb, i64 M, i64 N, i64 K, float alpha,
+              const bf16_t* A, i64 lda, const bf16_t* B, i64 ldb, float beta, CT* C, i64 ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) return store_empty_sums(M, N, alpha, beta, C, ldc);
+  const Operand a{bits_of(A), lda, ta}, b{bits_of(B), ldb, tb};
 #if MICS_HAVE_AMX_CODE
-  if (amx_bf16_usable() && M > 0 && N > 0 && K > 0) {
-    amx_gemm(M, N, K, alpha, Operand{bits_of(A), lda, ta}, Operand{bits_of(B), ldb, tb}, beta, C,
-             ldc);
-    return;
-  }
+  if (path == Bf16GemmPath::amx)
+    return packed_gemm<Bf16GemmPath::amx>(M, N, K, alpha, a, b, beta, C, ldc);
+  if (path == Bf16GemmPath::avx512_bf16)
+    return packed_gemm<Bf16GemmPath::avx512_bf16>(M, N, K, alpha, a, b, beta, C, ldc);
 #endif
-  fallback_entry(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  (void)path;
+  fallback_gemm(M, N, K, alpha, a, b, beta, C, ldc);
+}
+
+constexpr Bf16GemmPath kPaths[] = {Bf16GemmPath::portable, Bf16GemmPath::avx512_bf16,
+                                   Bf16GemmPath::amx};
+
+// The fastest path MICS_BF16_GEMM allows (all when unset or empty).
+Bf16GemmPath path_cap() {
+  const char* env = std::getenv("MICS_BF16_GEMM");
+  if (env == nullptr || *env == '\0') return Bf16GemmPath::amx;
+  for (Bf16GemmPath p : kPaths)
+    if (std::strcmp(env, bf16_gemm_path_name(p)) == 0) return p;
+  throw UsageError(std::string("MICS_BF16_GEMM=") + env +
+                   " names no bf16 GEMM path: set portable, avx512-bf16 or amx, or unset it");
+}
+
+Bf16GemmPath choose_path() {
+  const Bf16GemmPath cap = path_cap();
+  for (Bf16GemmPath p : {Bf16GemmPath::amx, Bf16GemmPath::avx512_bf16})
+    if (p <= cap && bf16_gemm_path_usable(p)) return p;
+  return Bf16GemmPath::portable;
+}
+
+template <class CT>
+void run_named_path(Bf16GemmPath path, bool ta, bool tb, i64 M, i64 N, i64 K, float alpha,
+                    const bf16_t* A, i64 lda, const bf16_t* B, i64 ldb, float beta, CT* C,
+                    i64 ldc) {
+  if (!bf16_gemm_path_usable(path))
+    throw std::invalid_argument(std::string("gemm_bf16_on: the ") + bf16_gemm_path_name(path) +
+                                " path is not usable on this CPU");
+  run_path(path, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 }  // namespace
 
-bool amx_bf16_usable() {
+const char* bf16_gemm_path_name(Bf16GemmPath path) {
+  switch (path) {
+    case Bf16GemmPath::amx: return "amx";
+    case Bf16GemmPath::avx512_bf16: return "avx512-bf16";
+    case Bf16GemmPath::portable: break;
+  }
+  return "portable";
+}
+
+bool bf16_gemm_path_usable(Bf16GemmPath path) {
 #if MICS_HAVE_AMX_CODE
-  static const bool usable = query_amx();  // a magic static: asked once, thread-safely
-  return usable;
-#else
-  return false;
+  // Magic statics: each CPU query (and AMX's permission request) runs once, thread-safely.
+  if (path == Bf16GemmPath::amx) {
+    static const bool amx = query_amx();
+    return amx;
+  }
+  if (path == Bf16GemmPath::avx512_bf16) {
+    static const bool dpbf16 = query_dpbf16();
+    return dpbf16;
+  }
 #endif
+  return path == Bf16GemmPath::portable;
+}
+
+Bf16GemmPath bf16_gemm_path() {
+  static const Bf16GemmPath path = choose_path();  // throws (and retries) on a bad variable
+  return path;
 }
 
 void gemm_bf16(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const bf16_t* A, i64 lda,
                const bf16_t* B, i64 ldb, float beta, float* C, i64 ldc) {
-  gemm_entry(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  run_path(bf16_gemm_path(), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void gemm_bf16(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const bf16_t* A, i64 lda,
                const bf16_t* B, i64 ldb, float beta, bf16_t* C, i64 ldc) {
-  gemm_entry(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  run_path(bf16_gemm_path(), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-void gemm_bf16_fallback(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const bf16_t* A,
-                        i64 lda, const bf16_t* B, i64 ldb, float beta, float* C, i64 ldc) {
-  fallback_entry(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+void gemm_bf16_on(Bf16GemmPath path, bool ta, bool tb, i64 M, i64 N, i64 K, float alpha,
+                  const bf16_t* A, i64 lda, const bf16_t* B, i64 ldb, float beta, float* C,
+                  i64 ldc) {
+  run_named_path(path, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-void gemm_bf16_fallback(bool ta, bool tb, i64 M, i64 N, i64 K, float alpha, const bf16_t* A,
-                        i64 lda, const bf16_t* B, i64 ldb, float beta, bf16_t* C, i64 ldc) {
-  fallback_entry(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+void gemm_bf16_on(Bf16GemmPath path, bool ta, bool tb, i64 M, i64 N, i64 K, float alpha,
+                  const bf16_t* A, i64 lda, const bf16_t* B, i64 ldb, float beta, bf16_t* C,
+                  i64 ldc) {
+  run_named_path(path, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 }  // namespace mics::device

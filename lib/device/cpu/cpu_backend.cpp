@@ -1387,9 +1387,10 @@ private:
 
 }  // namespace
 
-bool cpu_bf16_gemm_on_amx() { return amx_bf16_usable(); }
+std::string cpu_bf16_gemm_path() { return bf16_gemm_path_name(bf16_gemm_path()); }
 
 std::unique_ptr<Backend> make_cpu_backend(int threads) {
+  bf16_gemm_path();  // a bad MICS_BF16_GEMM is a usage error now, not inside a kernel
   return std::make_unique<CpuBackend>(threads);
 }
 
