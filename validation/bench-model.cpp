@@ -306,6 +306,8 @@ int print_sgemm_only(mics::device::Backend& be, DType dt, const mics::model::Mod
   std::printf("# mics-bench-model --sgemm-only: %s, cpu backend, %d threads, N = %lld tokens, "
               "best of %d calls per shape\n", mics::device::dtype_name(dt), be.threads(),
               static_cast<long long>(N), 2 * iters);
+  if (dt == DType::bf16)
+    std::printf("# bf16 GEMM path: %s\n", mics::device::cpu_bf16_gemm_path().c_str());
   for (const auto& sh : limit_shapes(cfg, N)) {
     const double rate = gemm_rate(be, dt, sh.ta, sh.tb, sh.M, sh.N, sh.K, 2 * iters);
     limit = std::max(limit, rate);
@@ -450,6 +452,8 @@ int run(int argc, char** argv) {
               static_cast<long long>(cfg.heads), static_cast<long long>(cfg.seq),
               static_cast<long long>(cfg.vocab), static_cast<long long>(batch), mics::device::dtype_name(dt), threads,
               recompute ? ", recomputation" : "");
+  if (dt == DType::bf16)
+    std::printf("# bf16 GEMM path: %s\n", mics::device::cpu_bf16_gemm_path().c_str());
   std::printf("# load average (1 min) %s before, %s after the timed steps; OMP_WAIT_POLICY=%s\n",
               load_before.c_str(), load_average().c_str(),
               std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "(unset)");

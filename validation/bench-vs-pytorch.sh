@@ -26,7 +26,8 @@
 #   STEPS    timed steps per system per repeat (default 3)
 #   CSV      rows appended here (default validation/out/bench-vs-pytorch.csv)
 #   DTYPE    f32 (default) or bf16: mics --compute-dtype bf16 against PyTorch's bf16 autocast,
-#            the limit then the CPU backend's bf16 GEMM rate (AMX where the CPU has it)
+#            the limit then the CPU backend's bf16 GEMM rate (its fastest path here: AMX
+#            tiles, AVX-512 BF16 or portable loops; the table says which)
 # Timing needs a quiet machine: on a shared one, wrap each call (e.g. one shape and one
 # thread count) in whatever pauses the other jobs.
 set -euo pipefail
@@ -44,6 +45,11 @@ cpu=$(lscpu | sed -n 's/^Model name: *//p')
 avx512=$(grep -q avx512f /proc/cpuinfo && echo yes || echo no)
 echo "# machine: $(nproc) cores, $cpu, AVX-512 $avx512; $(date -u +%Y-%m-%dT%H:%MZ); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# mics $(git rev-parse --short HEAD 2>/dev/null || echo '?'), build $build; PyTorch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
+# Which kernels mics multiplies with here: OpenBLAS for f32 (a machine may pin its core),
+# and the CPU backend's bf16 path (amx, avx512-bf16 or portable).
+bf16_path=$("$build/bin/mics-bench-model" --sgemm-only --compute-dtype bf16 --layers 1 --hidden 64 \
+  --heads 1 --seq 8 --vocab 64 --batch 1 --iters 1 2>/dev/null | sed -n 's/^# bf16 GEMM path: //p')
+echo "# mics GEMMs: f32 OpenBLAS (OPENBLAS_CORETYPE ${OPENBLAS_CORETYPE:-unset}), bf16 path ${bf16_path:-?}"
 first_row=$(( $( [[ -f $csv ]] && wc -l < "$csv" || echo 1) ))
 for shape in $shapes; do
   for n in $threads; do

@@ -13,6 +13,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "bf16_gemm.hpp"
 
 using mics::device::bf16_t;
@@ -115,6 +119,65 @@ void bench(const Shape& s, int repeats) {
   std::fflush(stdout);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// The core's vdpbf16ps rate with nothing but the instruction: 16 independent zmm
+// accumulators in registers, no memory operands (64 flops per instruction).
+__attribute__((target("avx512bf16,avx512f,avx512bw"))) double dpbf16_peak_gflops() {
+  __m512 acc[16];
+  for (__m512& a : acc) a = _mm512_setzero_ps();
+  __m512bh x = reinterpret_cast<__m512bh>(_mm512_set1_epi32(0x3f803f80));  // (1, 1)
+  constexpr long kIters = 20000000;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (long n = 0; n < kIters; ++n) {
+#pragma GCC unroll 16
+    for (__m512& a : acc) a = _mm512_dpbf16_ps(a, x, x);
+    __asm__ volatile("" : "+v"(x));  // keeps the loop from being folded away
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  float lanes[16], sink = 0;  // (GCC 12's _mm512_reduce_add_ps warns in its own header)
+  for (const __m512& a : acc) {
+    _mm512_storeu_ps(lanes, a);
+    sink += lanes[0];
+  }
+  if (sink < 0) std::printf("#\n");
+  return static_cast<double>(kIters) * 16 * 64 / s / 1e9;
+}
+
+// The same for f32 FMA on zmm registers (32 flops per instruction).
+__attribute__((target("avx512f"))) double fma512_peak_gflops() {
+  __m512 acc[16];
+  for (__m512& a : acc) a = _mm512_setzero_ps();
+  __m512 x = _mm512_set1_ps(1.0f);
+  constexpr long kIters = 20000000;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (long n = 0; n < kIters; ++n) {
+#pragma GCC unroll 16
+    for (__m512& a : acc) a = _mm512_fmadd_ps(x, x, a);
+    __asm__ volatile("" : "+v"(x));
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  float lanes[16], sink = 0;  // (GCC 12's _mm512_reduce_add_ps warns in its own header)
+  for (const __m512& a : acc) {
+    _mm512_storeu_ps(lanes, a);
+    sink += lanes[0];
+  }
+  if (sink < 0) std::printf("#\n");
+  return static_cast<double>(kIters) * 16 * 32 / s / 1e9;
+}
+#endif
+
+// Register-only peaks of this core, the limits the table's rates compare with.
+void print_peaks() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (mics::device::bf16_gemm_path_usable(Bf16GemmPath::avx512_bf16)) {
+    std::printf("# peak (register-only loops, one thread): vdpbf16ps %.0f GF/s, f32 zmm FMA %.0f GF/s\n",
+                dpbf16_peak_gflops(), fma512_peak_gflops());
+    return;
+  }
+#endif
+  std::printf("# peak: not measured (the CPU has no AVX-512 BF16)\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -125,6 +188,7 @@ int main(int argc, char** argv) {
   std::printf("# gemm_bf16 takes the %s path\n",
               mics::device::bf16_gemm_path_name(mics::device::bf16_gemm_path()));
   show_load("before");
+  print_peaks();
   std::printf("%-17s op %6s %6s %6s | %-21s", "shape", "M", "N", "K", "sgemm f32 GF/s");
   for (Bf16GemmPath path : usable_paths())
     std::printf(" | %-21s", (std::string(mics::device::bf16_gemm_path_name(path)) + " GF/s").c_str());
@@ -132,6 +196,7 @@ int main(int argc, char** argv) {
   for (std::size_t i = 0; i < usable_paths().size(); ++i) std::printf(" | %-21s", "median [min-max]");
   std::printf("\n");
   for (const Shape& s : kShapes) bench(s, repeats);
+  print_peaks();
   show_load("after");
   return 0;
 }

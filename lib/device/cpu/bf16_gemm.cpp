@@ -417,15 +417,14 @@ MICS_AMX_TARGET void amx_k_block(const std::uint16_t* ap, const std::uint16_t* b
 MICS_DPBF16_TARGET inline __m512bh as_bh(__m512i v) { return reinterpret_cast<__m512bh>(v); }
 
 // The AVX-512 BF16 path's inner block: 8 rows (half of a packed A row tile, a) by C
-// column tiles of a packed B panel (b0, then b1), summed over `kts` k tiles into the f32
-// block at w (row stride ldw), starting from w's values or from zero. Each k pair is one
-// vdpbf16ps per accumulator, over k tiles 0, 1, ... and pairs 0..15 in order, so the sum
-// of an element does not depend on the blocking. The B slices stay in registers across
-// the 8 rows; A's pair reaches every lane by a broadcast.
+// column tiles of a packed B panel (the first at b, the next ones bstep further), summed
+// over `kts` k tiles into the f32 block at w (row stride ldw), starting from w's values or
+// from zero. Each k pair is one vdpbf16ps per accumulator, over k tiles 0, 1, ... and
+// pairs 0..15 in order, so the sum of an element does not depend on the blocking. The B
+// slices stay in registers across the 8 rows; A's pair reaches every lane by a broadcast.
 template <int C>
-MICS_DPBF16_TARGET void dot_block(const std::uint16_t* a, const std::uint16_t* b0,
-                                  const std::uint16_t* b1, i64 kts, float* w, i64 ldw,
-                                  bool from_w) {
+MICS_DPBF16_TARGET void dot_block(const std::uint16_t* a, const std::uint16_t* b, i64 bstep,
+                                  i64 kts, float* w, i64 ldw, bool from_w) {
   __m512 acc[8][C];
 #pragma GCC unroll 8
   for (int r = 0; r < 8; ++r)
@@ -434,12 +433,11 @@ MICS_DPBF16_TARGET void dot_block(const std::uint16_t* a, const std::uint16_t* b
       acc[r][c] = from_w ? _mm512_loadu_ps(w + r * ldw + 16 * c) : _mm512_setzero_ps();
   for (i64 kt = 0; kt < kts; ++kt) {
     const std::uint16_t* at = a + kt * kTileElems;
-    const std::uint16_t* bt0 = b0 + kt * kTileElems;
-    const std::uint16_t* bt1 = C == 2 ? b1 + kt * kTileElems : bt0;
+    const std::uint16_t* bt = b + kt * kTileElems;
     for (int q = 0; q < 16; ++q) {
       __m512bh bv[C];
-      bv[0] = as_bh(_mm512_loadu_si512(bt0 + 32 * q));
-      if constexpr (C == 2) bv[1] = as_bh(_mm512_loadu_si512(bt1 + 32 * q));
+#pragma GCC unroll 2
+      for (int c = 0; c < C; ++c) bv[c] = as_bh(_mm512_loadu_si512(bt + c * bstep + 32 * q));
 #pragma GCC unroll 8
       for (int r = 0; r < 8; ++r) {
         std::int32_t pair;
@@ -456,22 +454,28 @@ MICS_DPBF16_TARGET void dot_block(const std::uint16_t* a, const std::uint16_t* b
     for (int c = 0; c < C; ++c) _mm512_storeu_ps(w + r * ldw + 16 * c, acc[r][c]);
 }
 
-// amx_k_block's contract on AVX-512 BF16: pairs of column tiles outside, so that their B
-// slices stay in L1, and each row tile's two halves inside.
+// Column tiles per inner block: 16 accumulators and 2 B registers of the 32, two B slices
+// of a K block (8 KiB each) in L1. Three (24 accumulators) measured no faster on the
+// development EPYC (bench_bf16_gemm, A B A B).
+constexpr i64 kDotCols = 2;
+
+// amx_k_block's contract on AVX-512 BF16: groups of kDotCols column tiles outside, so that
+// their B slices stay in L1, and each row tile's two halves inside.
 MICS_DPBF16_TARGET void dpbf16_k_block(const std::uint16_t* ap, const std::uint16_t* bp, i64 mt,
                                        i64 nt, i64 stride, i64 k0, i64 kts, float* w, i64 ldw,
                                        bool from_w) {
-  for (i64 jt = 0; jt < nt; jt += 2) {
-    const std::uint16_t* b0 = bp + (jt * stride + k0) * kTileElems;
-    const std::uint16_t* b1 = b0 + stride * kTileElems;
+  const i64 bstep = stride * kTileElems;
+  for (i64 jt = 0; jt < nt; jt += kDotCols) {
+    const std::uint16_t* b = bp + (jt * stride + k0) * kTileElems;
+    const i64 cols = std::min(kDotCols, nt - jt);
     for (i64 it = 0; it < mt; ++it)
       for (i64 half = 0; half < 2; ++half) {
         const std::uint16_t* a = ap + (it * stride + k0) * kTileElems + half * 8 * 32;
         float* wb = w + (it * 16 + half * 8) * ldw + jt * 16;
-        if (jt + 1 < nt)
-          dot_block<2>(a, b0, b1, kts, wb, ldw, from_w);
+        if (cols == 2)
+          dot_block<2>(a, b, bstep, kts, wb, ldw, from_w);
         else
-          dot_block<1>(a, b0, b1, kts, wb, ldw, from_w);
+          dot_block<1>(a, b, bstep, kts, wb, ldw, from_w);
       }
   }
 }
