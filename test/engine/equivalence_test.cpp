@@ -65,6 +65,8 @@ const RunResult& reference(int accumulation, device::DType dt, device::DType sta
   const auto layout = model::make_layout(test::tiny_model());
   r.losses.resize(kSteps);
   MPI_Bcast(r.losses.data(), kSteps, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  r.norms.resize(kSteps);
+  MPI_Bcast(r.norms.data(), kSteps, MPI_DOUBLE, 0, MPI_COMM_WORLD);
   r.params.resize(layout.buckets.size());
   for (std::size_t b = 0; b < layout.buckets.size(); ++b) {
     r.params[b].resize(layout.buckets[b].count);
@@ -73,11 +75,22 @@ const RunResult& reference(int accumulation, device::DType dt, device::DType sta
   return cache.emplace(std::make_pair(accumulation, dt), std::move(r)).first->second;
 }
 
-double max_relative_loss_error(const RunResult& a, const RunResult& ref) {
+double max_relative_error(const std::vector<double>& a, const std::vector<double>& ref) {
   double worst = 0;
-  for (std::size_t s = 0; s < ref.losses.size(); ++s)
-    worst = std::max(worst, std::abs(a.losses[s] - ref.losses[s]) / std::abs(ref.losses[s]));
+  for (std::size_t s = 0; s < ref.size(); ++s)
+    worst = std::max(worst, std::abs(a[s] - ref[s]) / std::abs(ref[s]));
   return worst;
+}
+
+double max_relative_loss_error(const RunResult& a, const RunResult& ref) {
+  return max_relative_error(a.losses, ref.losses);
+}
+
+// The global gradient norm before clipping, step by step. Adam's update barely depends on
+// a uniform scale of the gradient, so losses and parameters alone would not see a layout
+// that weighs micro-steps or ranks wrongly; the norm does.
+double max_relative_norm_error(const RunResult& a, const RunResult& ref) {
+  return max_relative_error(a.norms, ref.norms);
 }
 
 // Largest |a - ref| over all parameters, relative to max(|ref|, 0.02) (the init scale,
@@ -128,9 +141,11 @@ void check_case(const Case& c, int accumulation, const Precision& pr) {
     BOOST_TEST(max_relative_loss_error(got, ref) <= pr.loss_tol);
     BOOST_TEST(max_param_error(got, ref) <= pr.param_tol);
     BOOST_TEST(max_bucket_l2_error(got, ref) <= pr.l2_tol);
+    BOOST_TEST(max_relative_norm_error(got, ref) <= pr.l2_tol);
     BOOST_TEST_MESSAGE(c.name << " W=" << W << " A=" << accumulation << " " << pr.dt << " loss "
                        << max_relative_loss_error(got, ref) << " param " << max_param_error(got, ref)
-                       << " l2 " << max_bucket_l2_error(got, ref));
+                       << " l2 " << max_bucket_l2_error(got, ref) << " grad norm "
+                       << max_relative_norm_error(got, ref));
     BOOST_TEST(got.replicas_identical);
     BOOST_TEST(got.losses.back() < got.losses.front());
   }
@@ -154,6 +169,30 @@ void run_all(int accumulation, const Precision& pr) {
 }
 
 }  // namespace
+
+// The reference itself, against one process taking the whole global batch as one
+// micro-batch (no accumulation, no reduction: the model's own gradient of the mean loss).
+// Every layout above matches the reference, so each one's gradient is the mean over the
+// global batch, whatever its ranks and micro-steps.
+BOOST_AUTO_TEST_CASE(reference_gradient_is_the_mean_over_the_global_batch_f64) {
+  for (int accumulation : {1, 4}) {
+    const RunResult& ref = reference(accumulation, device::DType::f64, device::DType::f64);
+    if (test::world_rank() != 0) continue;
+    engine::TrainConfig whole = base_config(accumulation);
+    whole.strategy = engine::Strategy::ddp;
+    whole.ranks_per_node = 1;
+    whole.micro_batch = whole.global_batch;
+    if (whole.global_batch == 1) continue;  // the reference is already one micro-batch
+    const RunResult got = test::run_layout(MPI_COMM_SELF, test::tiny_model(), whole, kSteps,
+                                           device::DType::f64, device::DType::f64);
+    BOOST_TEST_CONTEXT("global batch " << whole.global_batch << " as " << whole.global_batch
+                                       << " micro-steps of 1 against 1 of " << whole.global_batch) {
+      BOOST_TEST(max_relative_norm_error(got, ref) <= 1e-9);
+      BOOST_TEST(max_relative_loss_error(got, ref) <= 1e-9);
+      BOOST_TEST(max_param_error(got, ref) <= 1e-9);
+    }
+  }
+}
 
 BOOST_AUTO_TEST_CASE(every_layout_matches_one_process_one_micro_batch_f64) { run_all(1, kF64); }
 BOOST_AUTO_TEST_CASE(every_layout_matches_one_process_four_micro_batches_f64) { run_all(4, kF64); }

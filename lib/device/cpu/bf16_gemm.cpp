@@ -21,7 +21,7 @@
 #include "vector_clones.hpp"
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
-#define MICS_HAVE_AMX_CODE 1
+#define MICS_HAVE_PACKED_PATHS 1
 #include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -32,7 +32,7 @@
 #define MICS_DPBF16_TARGET \
   __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl,avx512dq")))
 #else
-#define MICS_HAVE_AMX_CODE 0
+#define MICS_HAVE_PACKED_PATHS 0
 #endif
 
 namespace mics::device {
@@ -162,12 +162,13 @@ void fallback_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Operand b, float
   }
 }
 
-#if MICS_HAVE_AMX_CODE
+#if MICS_HAVE_PACKED_PATHS
 // ---------------------------------------------------------------------------------------
-// Packed paths: AMX and AVX-512 BF16 share packing and blocking; only the inner product of
-// one K block differs. Tiles are 16 rows of 64 bytes. op(A) is packed into 16 x 32 bf16 tiles, op(B)
-// into tiles of 16 K-pairs x 16 columns (the pair of rows 2p, 2p+1 of a 32-deep slice
-// interleaved, as tdpbf16ps reads it), M, N and K padded with zeros. A block of packed A
+// Packed paths: AMX and AVX-512 BF16 share packing and blocking; only the inner product
+// of one K block differs. Tiles are 16 rows of 64 bytes. op(A) is packed into 16 x 32 bf16
+// tiles, op(B) into tiles of 16 K-pairs x 16 columns (the pair of rows 2p, 2p+1 of a
+// 32-deep slice interleaved, as tdpbf16ps and vdpbf16ps read it), M, N and K padded with
+// zeros. A block of packed A
 // is [row tile][k tile][16][32]; a panel of packed B is [column tile][k tile][16][16][2].
 // Each tdpbf16ps adds, per element, the 32 products of one k tile in the hardware's order,
 // and the k tiles run 0, 1, 2, ... for every element whatever the blocking: the f32
@@ -175,9 +176,10 @@ void fallback_gemm(i64 M, i64 N, i64 K, float alpha, Operand a, Operand b, float
 // nor the padding (zeros add +0) changes a sum.
 
 constexpr i64 kTileElems = 16 * 32;  // bf16 per tile
-// Block sizes, measured with bench_bf16_gemm on the development Xeon (48 KiB L1d and
-// 2 MiB L2 per core); the kernel itself runs at about 1-1.2 TFLOP/s there on L2 data. Only one K block's slices of the packed A block, B panel and W need to
-// stay in L2; the blocks themselves may be larger.
+// Block sizes, measured with bench_bf16_gemm on the development Xeon (48 KiB L1d and 2 MiB
+// L2 per core); the kernel itself runs at about 1-1.2 TFLOP/s there on L2 data. Only one K
+// block's slices of the packed A block, B panel and W need to stay in L2; the blocks
+// themselves may be larger.
 constexpr i64 kKcTiles = 8;             // k tiles per K block: a pair of B slices is 16 KiB
 constexpr i64 kPanelCols = 256;         // columns of a packed B panel
 constexpr i64 kABlockBytes = 2 << 20;   // packed A block (rows x K chunk)
@@ -583,7 +585,7 @@ MICS_AVX512_TARGET void packed_gemm(i64 M, i64 N, i64 K, float alpha, Operand a,
   }
   if (stream) _mm_sfence();  // the streamed rows are visible before the call returns
 }
-#endif  // MICS_HAVE_AMX_CODE
+#endif  // MICS_HAVE_PACKED_PATHS
 
 template <class CT>
 void run_path(Bf16GemmPath path, bool ta, bool tb, i64 M, i64 N, i64 K, float alpha,
@@ -591,7 +593,7 @@ void run_path(Bf16GemmPath path, bool ta, bool tb, i64 M, i64 N, i64 K, float al
   if (M <= 0 || N <= 0) return;
   if (K <= 0) return store_empty_sums(M, N, alpha, beta, C, ldc);
   const Operand a{bits_of(A), lda, ta}, b{bits_of(B), ldb, tb};
-#if MICS_HAVE_AMX_CODE
+#if MICS_HAVE_PACKED_PATHS
   if (path == Bf16GemmPath::amx)
     return packed_gemm<Bf16GemmPath::amx>(M, N, K, alpha, a, b, beta, C, ldc);
   if (path == Bf16GemmPath::avx512_bf16)
@@ -643,7 +645,7 @@ const char* bf16_gemm_path_name(Bf16GemmPath path) {
 }
 
 bool bf16_gemm_path_usable(Bf16GemmPath path) {
-#if MICS_HAVE_AMX_CODE
+#if MICS_HAVE_PACKED_PATHS
   // Magic statics: each CPU query (and AMX's permission request) runs once, thread-safely.
   if (path == Bf16GemmPath::amx) {
     static const bool amx = query_amx();
