@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -120,27 +121,32 @@ void bench(const Shape& s, int repeats) {
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+constexpr long kPeakIters = 20000000;  // of 16 instructions each
+
+// GF/s of a register-only loop that ran since t0, and keeps its 16 accumulators alive
+// (read as bytes: no AVX-512 code here).
+double peak_gflops(std::chrono::steady_clock::time_point t0, const void* acc, double flops) {
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  float lanes[16 * 16], sink = 0;
+  std::memcpy(lanes, acc, sizeof lanes);
+  for (int i = 0; i < 16; ++i) sink += lanes[16 * i];  // every accumulator, or GCC drops some
+  if (sink < 0) std::printf("#\n");
+  return static_cast<double>(kPeakIters) * 16 * flops / s / 1e9;
+}
+
 // The core's vdpbf16ps rate with nothing but the instruction: 16 independent zmm
 // accumulators in registers, no memory operands (64 flops per instruction).
 __attribute__((target("avx512bf16,avx512f,avx512bw"))) double dpbf16_peak_gflops() {
   __m512 acc[16];
   for (__m512& a : acc) a = _mm512_setzero_ps();
   __m512bh x = reinterpret_cast<__m512bh>(_mm512_set1_epi32(0x3f803f80));  // (1, 1)
-  constexpr long kIters = 20000000;
   const auto t0 = std::chrono::steady_clock::now();
-  for (long n = 0; n < kIters; ++n) {
+  for (long n = 0; n < kPeakIters; ++n) {
 #pragma GCC unroll 16
     for (__m512& a : acc) a = _mm512_dpbf16_ps(a, x, x);
     __asm__ volatile("" : "+v"(x));  // keeps the loop from being folded away
   }
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  float lanes[16], sink = 0;  // (GCC 12's _mm512_reduce_add_ps warns in its own header)
-  for (const __m512& a : acc) {
-    _mm512_storeu_ps(lanes, a);
-    sink += lanes[0];
-  }
-  if (sink < 0) std::printf("#\n");
-  return static_cast<double>(kIters) * 16 * 64 / s / 1e9;
+  return peak_gflops(t0, acc, 64);
 }
 
 // The same for f32 FMA on zmm registers (32 flops per instruction).
@@ -148,21 +154,13 @@ __attribute__((target("avx512f"))) double fma512_peak_gflops() {
   __m512 acc[16];
   for (__m512& a : acc) a = _mm512_setzero_ps();
   __m512 x = _mm512_set1_ps(1.0f);
-  constexpr long kIters = 20000000;
   const auto t0 = std::chrono::steady_clock::now();
-  for (long n = 0; n < kIters; ++n) {
+  for (long n = 0; n < kPeakIters; ++n) {
 #pragma GCC unroll 16
     for (__m512& a : acc) a = _mm512_fmadd_ps(x, x, a);
     __asm__ volatile("" : "+v"(x));
   }
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  float lanes[16], sink = 0;  // (GCC 12's _mm512_reduce_add_ps warns in its own header)
-  for (const __m512& a : acc) {
-    _mm512_storeu_ps(lanes, a);
-    sink += lanes[0];
-  }
-  if (sink < 0) std::printf("#\n");
-  return static_cast<double>(kIters) * 16 * 32 / s / 1e9;
+  return peak_gflops(t0, acc, 32);
 }
 #endif
 
