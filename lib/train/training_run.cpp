@@ -67,6 +67,9 @@ void print_banner(const Job& job) {
      << ", replication all-reduce " << hop2_note(job);
   job.say(os.str());
   if (opt.backend == "cpu" && opt.compute == device::DType::bf16) job.say(bf16_gemm_note());
+  if (opt.backend == "cpu" && opt.compute != device::DType::bf16)
+    job.say(std::string("mics-train: ") + device::dtype_name(opt.compute) + " GEMMs by " +
+            device::cpu_blas_kernels());
   if (l.partition_auto()) job.say("mics-train: layout " + l.describe());
   std::ostringstream b;
   b << "mics-train: global batch " << tc.global_batch << " = " << job.world << " ranks x " << tc.micro_batch

@@ -363,6 +363,9 @@ std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
 // "avx512-bf16" (AVX-512 BF16 dot products) or "portable" (f32 loops, several times
 // slower than its f32 GEMM). MICS_BF16_GEMM caps the choice (lib/device/cpu/bf16_gemm.hpp).
 std::string cpu_bf16_gemm_path();
+// What multiplies f32 and f64 matrices on the CPU backend: "OpenBLAS <core> kernels", with
+// the OPENBLAS_CORETYPE that chose them when one is set (a machine may pin older kernels).
+std::string cpu_blas_kernels();
 
 // The compute model (lib/device/emulated): host memory and real copies, but every kernel
 // only waits (sleeping) max(FLOPs / (tflops x 1e12), bytes / (mem_gbps x 1e9)) seconds;

@@ -1389,6 +1389,14 @@ private:
 
 std::string cpu_bf16_gemm_path() { return bf16_gemm_path_name(bf16_gemm_path()); }
 
+std::string cpu_blas_kernels() {
+  const char* core = openblas_get_corename();
+  std::string out = std::string("OpenBLAS ") + (core != nullptr ? core : "?") + " kernels";
+  if (const char* pin = std::getenv("OPENBLAS_CORETYPE"); pin != nullptr && *pin != '\0')
+    out += std::string(" (OPENBLAS_CORETYPE=") + pin + ")";
+  return out;
+}
+
 std::unique_ptr<Backend> make_cpu_backend(int threads) {
   bf16_gemm_path();  // a bad MICS_BF16_GEMM is a usage error now, not inside a kernel
   return std::make_unique<CpuBackend>(threads);
