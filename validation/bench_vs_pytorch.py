@@ -15,8 +15,8 @@ in the same minutes and in a rotating order each repeat:
 With --dtype bf16, mics runs --compute-dtype bf16 (bf16 parameters, activations and GEMMs,
 f32 master weights and AdamW), PyTorch runs its forward and loss under
 torch.autocast("cpu", dtype=torch.bfloat16) (f32 weights, bf16 matrix products), and the
-limit is the CPU backend's bf16 GEMM rate on the same shapes (AMX tiles where the CPU has
-them).
+limit is the CPU backend's bf16 GEMM rate on the same shapes (on its fastest path here: AMX
+tiles, AVX-512 BF16 dot products, or portable loops; bench-vs-pytorch.sh prints which).
 
 A step is forward, backward, global-norm clipping at 1.0 and AdamW (lr 3e-4, betas 0.9 and
 0.95, eps 1e-8, weight decay 0.1 on matrices and embeddings only) on both sides. Results
