@@ -244,8 +244,10 @@ BOOST_AUTO_TEST_CASE(every_path_against_float64) {
 }
 
 BOOST_AUTO_TEST_CASE(gemm_bf16_takes_the_fastest_usable_path) {
-  // No MICS_BF16_GEMM in the test's environment: nothing caps the choice.
-  BOOST_REQUIRE(std::getenv("MICS_BF16_GEMM") == nullptr);
+  if (const char* cap = std::getenv("MICS_BF16_GEMM"); cap != nullptr && *cap != '\0') {
+    BOOST_TEST_MESSAGE("MICS_BF16_GEMM=" << cap << " caps the choice here: not checked");
+    return;
+  }
   BOOST_TEST(std::string(mics::device::bf16_gemm_path_name(mics::device::bf16_gemm_path())) ==
              mics::device::bf16_gemm_path_name(usable_paths().back()));
 }
