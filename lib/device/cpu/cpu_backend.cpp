@@ -1033,20 +1033,14 @@ public:
     if (dt == DType::bf16) return attention_backward_bf16(s, dqkv, dout, qkv, out, saved);
     dispatch("attention_backward", dt, [&](auto tag) {
       using T = decltype(tag);
-      const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C, HS = s.HS;
-      const double scale = 1.0 / std::sqrt(static_cast<double>(HS));
-      const std::int64_t per_thread = 2 * kQueryBlock * T_ + 3 * T_ * HS;
-      std::vector<T>& work = scratch<T>(static_cast<std::size_t>(threads_ * per_thread));
-#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
-      for (std::int64_t bh = 0; bh < s.B * s.NH; ++bh) {
-        const std::int64_t b = bh / s.NH, h = bh % s.NH;
-        T* mine = work.data() + static_cast<std::int64_t>(omp_get_thread_num()) * per_thread;
-        const std::int64_t qo = b * T_ * C3 + h * HS, oo = b * T_ * C + h * HS;
-        attention_backward_head<T>(s, scale, mine, static_cast<const T*>(qkv) + qo,
-                                   static_cast<T*>(dqkv) + qo, static_cast<const T*>(dout) + oo,
-                                   static_cast<const T*>(out) + oo,
-                                   static_cast<const T*>(saved) + bh * T_);
-      }
+      const double scale = 1.0 / std::sqrt(static_cast<double>(s.HS));
+      over_heads<T>(s, 2 * kQueryBlock * s.T + 3 * s.T * s.HS,
+                    [&](T* mine, std::int64_t qo, std::int64_t oo, std::int64_t bh) {
+                      attention_backward_head<T>(s, scale, mine, static_cast<const T*>(qkv) + qo,
+                                                 static_cast<T*>(dqkv) + qo, static_cast<const T*>(dout) + oo,
+                                                 static_cast<const T*>(out) + oo,
+                                                 static_cast<const T*>(saved) + bh * s.T);
+                    });
     });
   }
   // One (b, h): qkv/dq point at its query columns of qkv/dqkv, dO/O at its columns of
@@ -1129,18 +1123,26 @@ public:
   }
   void attention_backward_bf16(const AttentionShape& s, void* dqkv, const void* dout, const void* qkv,
                                const void* out, const void* saved) {
-    const std::int64_t T_ = s.T, C = s.NH * s.HS, C3 = 3 * C, HS = s.HS;
+    const std::int64_t T_ = s.T, HS = s.HS;
     // Two f32 blocks (P, dP), two bf16 blocks (P, dS), three bf16 panels, dK and dV in f32.
     const std::int64_t per_thread = 3 * kQueryBlock * T_ + (3 * T_ * HS + 1) / 2 + 2 * T_ * HS;
-    std::vector<float>& work = scratch<float>(static_cast<std::size_t>(threads_ * per_thread));
-#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
-    for (std::int64_t bh = 0; bh < s.B * s.NH; ++bh) {
-      const std::int64_t b = bh / s.NH, h = bh % s.NH;
-      float* mine = work.data() + static_cast<std::int64_t>(omp_get_thread_num()) * per_thread;
-      const std::int64_t qo = b * T_ * C3 + h * HS, oo = b * T_ * C + h * HS;
+    over_heads<float>(s, per_thread, [&](float* mine, std::int64_t qo, std::int64_t oo, std::int64_t bh) {
       attention_backward_head_bf16(s, mine, static_cast<const bf16_t*>(qkv) + qo, static_cast<bf16_t*>(dqkv) + qo,
                                    static_cast<const bf16_t*>(dout) + oo, static_cast<const bf16_t*>(out) + oo,
                                    static_cast<const float*>(saved) + bh * T_);
+    });
+  }
+  // body(work, qkv offset, out offset, bh) for every (sequence, head) pair bh, spread over
+  // the threads, each with its own per_thread elements of scratch.
+  template <class T, class Body>
+  void over_heads(const AttentionShape& s, std::int64_t per_thread, Body&& body) {
+    const std::int64_t C = s.NH * s.HS;
+    std::vector<T>& work = scratch<T>(static_cast<std::size_t>(threads_ * per_thread));
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
+    for (std::int64_t bh = 0; bh < s.B * s.NH; ++bh) {
+      const std::int64_t b = bh / s.NH, h = bh % s.NH;
+      T* mine = work.data() + static_cast<std::int64_t>(omp_get_thread_num()) * per_thread;
+      body(mine, b * s.T * 3 * C + h * s.HS, b * s.T * C + h * s.HS, bh);
     }
   }
   void attention_backward_head_bf16(const AttentionShape& s, float* work, const bf16_t* qkv, bf16_t* dq,
